@@ -1,0 +1,119 @@
+/**
+ * NATS adapters: the connection, the JetStream topology (events log, job
+ * queue, stream records) and the job queue's consumer. Every service ensures
+ * the topology at start, idempotently, so none depends on another being up.
+ */
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import { type NatsConnection, nanos } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import type { RunnelConfig } from "./config.js";
+import { EVENTS_STREAM, EVENTS_SUBJECTS, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT, STREAMS_BUCKET } from "./subjects.js";
+
+export type { JetStreamClient, JsMsg, KV, NatsConnection };
+
+export interface Bus {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly records: KV;
+}
+
+/** Connects to NATS with reconnects that never give up (a gateway outlives NATS restarts). */
+export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+  return connect({
+    servers: url.split(",").map((server) => server.trim()),
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    pingInterval: 10_000,
+    waitOnFirstConnect: true,
+  });
+}
+
+type BusOptions = RunnelConfig["bus"];
+
+/** Creates or updates the events stream, the job queue, its consumer and the records bucket. */
+export async function ensureTopology(nc: NatsConnection, options: BusOptions): Promise<Bus> {
+  const jsm = await jetstreamManager(nc);
+  await upsertStream(jsm, {
+    name: EVENTS_STREAM,
+    subjects: [EVENTS_SUBJECTS],
+    retention: RetentionPolicy.Limits,
+    storage: options.eventsStorage === "memory" ? StorageType.Memory : StorageType.File,
+    max_age: nanos(options.eventsRetention),
+    max_bytes: options.eventsMaxBytes,
+    discard: DiscardPolicy.Old,
+    duplicate_window: nanos(Math.min(options.eventsRetention, 60_000)),
+  });
+  await upsertStream(jsm, {
+    name: JOBS_STREAM,
+    subjects: [JOBS_SUBJECT],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    max_age: nanos(options.jobMaxAge),
+    discard: DiscardPolicy.New,
+    duplicate_window: nanos(Math.min(options.jobMaxAge, 120_000)),
+  });
+  const consumer = {
+    durable_name: JOBS_CONSUMER,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(options.jobAckWait),
+    // A job whose worker died is redelivered a few times, then dropped.
+    max_deliver: 5,
+    max_waiting: 4096,
+  };
+  try {
+    await jsm.consumers.add(JOBS_STREAM, consumer);
+  } catch (error) {
+    if (!(error instanceof JetStreamApiError)) throw error;
+    const { durable_name: _name, deliver_policy: _policy, ...changeable } = consumer;
+    await jsm.consumers.update(JOBS_STREAM, JOBS_CONSUMER, changeable);
+  }
+  const js = jetstream(nc);
+  const records = await new Kvm(js).create(STREAMS_BUCKET, {
+    history: 1,
+    ttl: options.streamRecordTtl,
+    storage: StorageType.File,
+  });
+  return { nc, js, jsm, records };
+}
+
+/** NATS server error: "stream name already in use with a different configuration". */
+const STREAM_NAME_IN_USE = 10058;
+
+async function upsertStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.add(config);
+  } catch (error) {
+    // Already exists with another config (say a changed retention): update it in place.
+    if (error instanceof JetStreamApiError && error.code === STREAM_NAME_IN_USE) {
+      await jsm.streams.update(config.name, config);
+      return;
+    }
+    throw error;
+  }
+}
+
+/** True when a KV create/update lost a compare-and-set race. */
+export function isRevisionConflict(error: unknown): boolean {
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamWrongLastSequence || error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}

@@ -1,0 +1,278 @@
+/**
+ * Configuration, parsed and validated once at start. `runnel.yaml` (path in
+ * RUNNEL_CONFIG) describes providers and models; environment variables
+ * describe the process (ports, addresses). Nothing else in Runnel reads
+ * `process.env`: services call `loadSettings()` in main.ts and pass the
+ * frozen result down.
+ */
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+/** A duration: milliseconds as a number, or a string such as "250ms", "15s", "10m", "1h". */
+const duration = z.union([
+  z.number().int().nonnegative(),
+  z
+    .string()
+    .regex(/^\d+(ms|s|m|h)$/, 'a duration such as "500ms", "15s", "10m" or "1h"')
+    .transform(parseDuration),
+]);
+
+export function parseDuration(text: string): number {
+  const match = /^(\d+)(ms|s|m|h)$/.exec(text);
+  if (!match) throw new Error(`not a duration: ${text}`);
+  const value = Number(match[1]);
+  const unit = match[2];
+  return unit === "ms" ? value : unit === "s" ? value * 1000 : unit === "m" ? value * 60_000 : value * 3_600_000;
+}
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, "letters, digits and . _ : / - only");
+
+const timeouts = z
+  .object({
+    /** Time to establish the TCP/TLS connection. */
+    connect: duration.default(10_000),
+    /** Time from sending the request to the first token. */
+    firstToken: duration.default(60_000),
+    /** Longest silence between two tokens. */
+    idle: duration.default(60_000),
+    /** Whole-stream limit; 0 (the default) means none, so long generations are never cut. */
+    total: duration.default(0),
+  })
+  .strict();
+
+const provider = z
+  .object({
+    name,
+    type: z.enum(["openai", "anthropic", "gemini", "mock"]),
+    baseUrl: z.url({ protocol: /^https?$/ }),
+    apiKey: z.string().optional(),
+    headers: z.record(z.string(), z.string()).default({}),
+    timeouts: timeouts.default(timeouts.parse({})),
+    /** Connection pool limit per worker. */
+    maxConnections: z.number().int().positive().default(256),
+  })
+  .strict();
+
+const route = z
+  .object({
+    provider: name,
+    model: z.string().min(1),
+    weight: z.number().int().positive().default(1),
+    priority: z.number().int().nonnegative().default(0),
+  })
+  .strict();
+
+const model = z
+  .object({
+    name,
+    routes: z.array(route).min(1, "a model needs at least one route"),
+  })
+  .strict();
+
+const bus = z
+  .object({
+    /** How long the events log keeps a stream's events (the resume window). */
+    eventsRetention: duration.default(15 * 60_000),
+    /** Upper bound of the events log's size on disk. */
+    eventsMaxBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024 * 1024),
+    /** "file" survives a NATS restart; "memory" is faster. */
+    eventsStorage: z.enum(["file", "memory"]).default("file"),
+    /** A job not picked up within this time is dropped (the client has long given up). */
+    jobMaxAge: duration.default(5 * 60_000),
+    /** Ack deadline of a job; workers keep it alive while they generate. */
+    jobAckWait: duration.default(30_000),
+    /** How long a stream's record stays in the KV bucket. */
+    streamRecordTtl: duration.default(60 * 60_000),
+  })
+  .strict();
+
+const worker = z
+  .object({
+    /** Streams one worker runs at once. */
+    concurrency: z.number().int().positive().max(100_000).default(256),
+    /** On SIGTERM, how long running streams may take to finish. */
+    drainTimeout: duration.default(30_000),
+  })
+  .strict();
+
+const ingress = z
+  .object({
+    /** SSE comment heartbeat interval while the upstream is quiet. */
+    heartbeatInterval: duration.default(15_000),
+    /** Bytes buffered for one slow client before its stream is ended with RUNNEL_ERR_SLOW_CLIENT. */
+    maxClientBufferBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(4 * 1024 * 1024),
+    /** Largest accepted request body. */
+    bodyLimitBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(8 * 1024 * 1024),
+  })
+  .strict();
+
+export const RunnelConfigSchema = z
+  .object({
+    providers: z.array(provider).min(1, "at least one provider is needed"),
+    models: z.array(model).min(1, "at least one model is needed"),
+    bus: bus.default(bus.parse({})),
+    worker: worker.default(worker.parse({})),
+    ingress: ingress.default(ingress.parse({})),
+  })
+  .strict()
+  .superRefine((config, context) => {
+    const providers = new Set<string>();
+    config.providers.forEach((p, index) => {
+      if (providers.has(p.name)) {
+        context.addIssue({ code: "custom", path: ["providers", index, "name"], message: `duplicate provider name "${p.name}"` });
+      }
+      providers.add(p.name);
+    });
+    const models = new Set<string>();
+    config.models.forEach((m, index) => {
+      if (models.has(m.name)) {
+        context.addIssue({ code: "custom", path: ["models", index, "name"], message: `duplicate model name "${m.name}"` });
+      }
+      models.add(m.name);
+      m.routes.forEach((r, routeIndex) => {
+        if (!providers.has(r.provider)) {
+          context.addIssue({
+            code: "custom",
+            path: ["models", index, "routes", routeIndex, "provider"],
+            message: `unknown provider "${r.provider}" (known: ${[...providers].join(", ")})`,
+          });
+        }
+      });
+    });
+  });
+
+export type RunnelConfig = z.infer<typeof RunnelConfigSchema>;
+export type ProviderConfig = RunnelConfig["providers"][number];
+export type ModelConfig = RunnelConfig["models"][number];
+
+/** Raised when configuration is wrong; the message names the field and is meant for the operator. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** The config used when RUNNEL_CONFIG is unset: model `mock` served by the mock provider. */
+export const DEFAULT_CONFIG_YAML = `
+providers:
+  - name: mock
+    type: mock
+    baseUrl: http://\${MOCK_HOST:-127.0.0.1}:\${MOCK_PORT:-9001}/v1
+models:
+  - name: mock
+    routes:
+      - { provider: mock, model: mock }
+`;
+
+/**
+ * Expands `${NAME}` and `${NAME:-default}` in every string value of the parsed
+ * document (not in keys), so an error can name the field whose variable is missing.
+ */
+export function expandEnv(value: unknown, env: Readonly<Record<string, string | undefined>>, path: string[] = []): unknown {
+  if (typeof value === "string") {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_match, variable: string, fallback?: string) => {
+      const found = env[variable];
+      if (found !== undefined && found !== "") return found;
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${formatPath(path)}: environment variable ${variable} is not set (write \${${variable}:-default} to give a default)`);
+    });
+  }
+  if (Array.isArray(value)) return value.map((item, index) => expandEnv(item, env, [...path, String(index)]));
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, expandEnv(item, env, [...path, key])]));
+  }
+  return value;
+}
+
+function formatPath(path: ReadonlyArray<string | number | symbol>): string {
+  if (path.length === 0) return "(root)";
+  return path
+    .map((part, index) => (typeof part === "number" || /^\d+$/.test(String(part)) ? `[${String(part)}]` : index === 0 ? String(part) : `.${String(part)}`))
+    .join("");
+}
+
+/** Parses and validates config text. Throws ConfigError naming every wrong field. */
+export function parseConfig(text: string, env: Readonly<Record<string, string | undefined>>, source = "runnel.yaml"): Readonly<RunnelConfig> {
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch (error) {
+    throw new ConfigError(`${source}: not valid YAML: ${(error as Error).message}`);
+  }
+  const expanded = expandEnv(document ?? {}, env);
+  const result = RunnelConfigSchema.safeParse(expanded);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `  - ${formatPath(issue.path)}: ${issue.message}`);
+    throw new ConfigError(`${source} is invalid:\n${lines.join("\n")}`);
+  }
+  return deepFreeze(result.data);
+}
+
+/** Reads RUNNEL_CONFIG (or the default config) and validates it. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Readonly<RunnelConfig> {
+  const path = env.RUNNEL_CONFIG;
+  if (!path) return parseConfig(DEFAULT_CONFIG_YAML, env, "default config");
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(`RUNNEL_CONFIG=${path}: cannot read the file: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  return parseConfig(text, env, path);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    for (const item of Object.values(value)) deepFreeze(item);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+const port = z.coerce.number().int().min(0).max(65535);
+
+/** Process settings from the environment, shared by every service. */
+export const SettingsSchema = z.object({
+  NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  /** One or more control-plane addresses: "host:port[,host:port]" or a gRPC target such as "dns:///runnel-control-plane:50051". */
+  CONTROL_PLANE_URL: z.string().default("127.0.0.1:50051"),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  HOST: z.string().default("0.0.0.0"),
+  /** Ingress HTTP port. */
+  PORT: port.default(8080),
+  /** Control-plane gRPC port. */
+  GRPC_PORT: port.default(50051),
+  /** Health/readiness HTTP port of the control plane and the worker. */
+  HEALTH_PORT: port.optional(),
+  MOCK_PORT: port.default(9001),
+  INSTANCE_ID: z.string().optional(),
+  /** Worker concurrency override (else runnel.yaml `worker.concurrency`). */
+  WORKER_CONCURRENCY: z.coerce.number().int().positive().optional(),
+  /** Grace between failing readiness and closing listeners on SIGTERM. */
+  SHUTDOWN_DELAY_MS: z.coerce.number().int().nonnegative().default(0),
+});
+
+export type Settings = Readonly<z.infer<typeof SettingsSchema>>;
+
+export function loadSettings(env: Readonly<Record<string, string | undefined>>): Settings {
+  const result = SettingsSchema.safeParse(env);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `  - ${formatPath(issue.path)}=${String(env[String(issue.path[0])])}: ${issue.message}`);
+    throw new ConfigError(`environment is invalid:\n${lines.join("\n")}`);
+  }
+  return Object.freeze(result.data);
+}

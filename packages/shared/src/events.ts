@@ -1,0 +1,89 @@
+/**
+ * The streaming vocabulary: the one definition of what a stream is made of,
+ * shared by worker, bus and ingress. The types come from proto/runnel/v1/stream.proto;
+ * this module adds constructors, the binary codec used on the bus, and the
+ * small facts every consumer needs (is it terminal, what finish reason).
+ */
+import { FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
+
+export type { ChatMessage, ChatRequest, ContentPart, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
+export { FinishReason, Job, StreamEvent };
+
+/** The payload of a StreamEvent, discriminated by `$case`. */
+export type EventBody = NonNullable<StreamEvent["event"]>;
+export type EventKind = EventBody["$case"];
+
+export function encodeEvent(event: StreamEvent): Uint8Array {
+  return StreamEvent.encode(event).finish();
+}
+
+export function decodeEvent(bytes: Uint8Array): StreamEvent {
+  return StreamEvent.decode(bytes);
+}
+
+export function encodeJob(job: Job): Uint8Array {
+  return Job.encode(job).finish();
+}
+
+export function decodeJob(bytes: Uint8Array): Job {
+  return Job.decode(bytes);
+}
+
+/** Done and error end a stream; nothing follows them. */
+export function isTerminal(event: StreamEvent): boolean {
+  const kind = event.event?.$case;
+  return kind === "done" || kind === "error";
+}
+
+const FINISH_TO_OPENAI: Record<FinishReason, string> = {
+  [FinishReason.FINISH_REASON_UNSPECIFIED]: "stop",
+  [FinishReason.FINISH_REASON_STOP]: "stop",
+  [FinishReason.FINISH_REASON_LENGTH]: "length",
+  [FinishReason.FINISH_REASON_TOOL_CALLS]: "tool_calls",
+  [FinishReason.FINISH_REASON_CONTENT_FILTER]: "content_filter",
+  [FinishReason.UNRECOGNIZED]: "stop",
+};
+
+/** The OpenAI `finish_reason` string of a finish reason. */
+export function openAIFinishReason(reason: FinishReason): string {
+  return FINISH_TO_OPENAI[reason];
+}
+
+/** Maps a provider's finish reason string onto OpenAI's set; unknown values are `undefined`. */
+export function finishReasonFromOpenAI(reason: string): FinishReason | undefined {
+  switch (reason) {
+    case "stop":
+    case "eos":
+      return FinishReason.FINISH_REASON_STOP;
+    case "length":
+      return FinishReason.FINISH_REASON_LENGTH;
+    case "tool_calls":
+    case "function_call":
+      return FinishReason.FINISH_REASON_TOOL_CALLS;
+    case "content_filter":
+      return FinishReason.FINISH_REASON_CONTENT_FILTER;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Numbers a stream's events. The worker owns one per stream; `seq` starts at 1
+ * and never skips, which is what lets the ingress detect a gap and resume find
+ * its place.
+ */
+export class EventSequencer {
+  #seq = 0;
+
+  constructor(readonly streamId: string) {}
+
+  /** The seq of the last event made, 0 before any. */
+  get last(): number {
+    return this.#seq;
+  }
+
+  next(event: EventBody): StreamEvent {
+    this.#seq += 1;
+    return { streamId: this.streamId, seq: this.#seq, event };
+  }
+}

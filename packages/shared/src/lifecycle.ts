@@ -1,0 +1,74 @@
+/**
+ * Process lifecycle shared by every service: a tiny HTTP server for /healthz
+ * (alive) and /readyz (ready to serve) where a service has no HTTP server of
+ * its own, and SIGTERM/SIGINT handling that runs the service's shutdown once,
+ * with a forced exit if it hangs.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "./logger.js";
+
+export interface Probes {
+  /** Alive: the event loop runs. Failing it gets the process restarted. */
+  live(): boolean;
+  /** Ready: can serve now. Failing it only takes the instance out of rotation. */
+  ready(): { ready: boolean; reasons: string[] };
+}
+
+export async function startProbeServer(host: string, port: number, probes: Probes): Promise<{ server: Server; port: number }> {
+  const server = createServer((request, response) => {
+    const path = request.url?.split("?")[0];
+    let status = 404;
+    let body: unknown = { error: "not found" };
+    if (path === "/healthz") {
+      const live = probes.live();
+      status = live ? 200 : 503;
+      body = { status: live ? "ok" : "failing" };
+    } else if (path === "/readyz") {
+      const { ready, reasons } = probes.ready();
+      status = ready ? 200 : 503;
+      body = { status: ready ? "ready" : "not ready", reasons };
+    }
+    response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** Runs `shutdown` once on SIGTERM or SIGINT; exits 0 when it resolves, 1 if it throws or exceeds `timeoutMs`. */
+export function onShutdownSignal(log: Logger, shutdown: (signal: string) => Promise<void>, timeoutMs = 60_000): void {
+  let started = false;
+  const handle = (signal: NodeJS.Signals) => {
+    if (started) return;
+    started = true;
+    log.info({ signal }, "shutting down");
+    const timer = setTimeout(() => {
+      log.error({ timeoutMs }, "shutdown did not finish in time; exiting");
+      process.exit(1);
+    }, timeoutMs);
+    timer.unref();
+    shutdown(signal).then(
+      () => {
+        log.info("stopped");
+        process.exit(0);
+      },
+      (error: unknown) => {
+        log.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", handle);
+  process.on("SIGINT", handle);
+}
+
+/** Fails fast at boot with a message an operator can act on. */
+export function exitOnStartupError(log: Logger | undefined, error: unknown): never {
+  const message = error instanceof Error ? error.message : String(error);
+  if (log) log.fatal({ err: error }, `cannot start: ${message}`);
+  else process.stderr.write(`cannot start: ${message}\n`);
+  process.exit(1);
+}

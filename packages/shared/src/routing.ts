@@ -1,0 +1,106 @@
+/**
+ * Routing state, free of I/O: the control plane builds snapshots from the
+ * config; the ingress and workers decide per request from their last one.
+ */
+import type { RunnelConfig } from "./config.js";
+import { type ModelSpec, type ProviderSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
+import type { Route } from "./gen/runnel/v1/stream.js";
+
+export type { ModelSpec, ProviderSpec };
+export { RoutingSnapshot };
+
+/** Builds a versioned snapshot from a validated config. */
+export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, now = Date.now()): RoutingSnapshot {
+  return {
+    version,
+    createdAtMs: now,
+    providers: config.providers.map((provider) => ({
+      name: provider.name,
+      type: provider.type,
+      baseUrl: provider.baseUrl,
+      apiKey: provider.apiKey ?? "",
+      headers: { ...provider.headers },
+      timeouts: {
+        connectMs: provider.timeouts.connect,
+        firstTokenMs: provider.timeouts.firstToken,
+        idleMs: provider.timeouts.idle,
+        totalMs: provider.timeouts.total,
+      },
+      maxConnections: provider.maxConnections,
+      healthy: true,
+    })),
+    models: config.models.map((model) => ({
+      name: model.name,
+      routes: model.routes.map((route) => ({
+        provider: route.provider,
+        model: route.model,
+        weight: route.weight,
+        priority: route.priority,
+      })),
+    })),
+  };
+}
+
+/** The ingress's view: credentials and provider headers removed. */
+export function redactForIngress(snapshot: RoutingSnapshot): RoutingSnapshot {
+  return {
+    ...snapshot,
+    providers: snapshot.providers.map((provider) => ({ ...provider, apiKey: "", headers: {} })),
+  };
+}
+
+/** Indexes a snapshot for per-request lookups. */
+export class RoutingTable {
+  readonly version: number;
+  readonly #models: Map<string, ModelSpec>;
+  readonly #providers: Map<string, ProviderSpec>;
+
+  constructor(readonly snapshot: RoutingSnapshot) {
+    this.version = snapshot.version;
+    this.#models = new Map(snapshot.models.map((model) => [model.name, model]));
+    this.#providers = new Map(snapshot.providers.map((provider) => [provider.name, provider]));
+  }
+
+  model(name: string): ModelSpec | undefined {
+    return this.#models.get(name);
+  }
+
+  provider(name: string): ProviderSpec | undefined {
+    return this.#providers.get(name);
+  }
+
+  get modelNames(): string[] {
+    return [...this.#models.keys()];
+  }
+
+  /**
+   * Orders a model's routes for one request: priority groups in ascending
+   * order; within a group, a weighted random order. Routes whose provider is
+   * unhealthy go last (they are still candidates: a stale health view must
+   * not make a model unservable).
+   */
+  orderRoutes(modelName: string, random: () => number = Math.random): Route[] {
+    const model = this.#models.get(modelName);
+    if (!model) return [];
+    const healthy = (provider: string) => this.#providers.get(provider)?.healthy !== false;
+    const priorities = [...new Set(model.routes.map((route) => route.priority))].sort((a, b) => a - b);
+    const ordered: Route[] = [];
+    const demoted: Route[] = [];
+    for (const priority of priorities) {
+      const group = model.routes.filter((route) => route.priority === priority);
+      for (const route of weightedShuffle(group, random)) {
+        (healthy(route.provider) ? ordered : demoted).push({ provider: route.provider, model: route.model });
+      }
+    }
+    return [...ordered, ...demoted];
+  }
+}
+
+/** Efraimidis–Spirakis weighted sampling without replacement: key = u^(1/w), descending. */
+function weightedShuffle<T extends { weight: number }>(items: T[], random: () => number): T[] {
+  if (items.length < 2) return items;
+  return items
+    .map((item) => ({ item, key: random() ** (1 / Math.max(item.weight, 1)) }))
+    .sort((a, b) => b.key - a.key)
+    .map((entry) => entry.item);
+}

@@ -1,0 +1,222 @@
+/**
+ * The control plane: serves routing snapshots, the worker registry,
+ * cancellation and admin reads over gRPC, plus standard health and
+ * reflection. It never sees a token.
+ */
+import { fileURLToPath } from "node:url";
+import { Metadata, Server, ServerCredentials, type ServerDuplexStream, type ServerWritableStream, type ServiceError, status } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { type Bus, cancelStream, controlPlane, type Logger, type RunnelConfig, redactForIngress, StreamPhase, StreamRecords } from "@runnel/shared";
+import { HealthImplementation } from "grpc-health-check";
+import { SnapshotStore } from "./snapshot-store.js";
+import { WorkerRegistry } from "./worker-registry.js";
+
+const { DataPlaneRole, RoutingServiceService, StreamAdminServiceService, WorkerServiceService } = controlPlane;
+
+export interface ControlPlaneDeps {
+  readonly config: Readonly<RunnelConfig>;
+  readonly bus: Bus;
+  readonly log: Logger;
+  readonly instanceId: string;
+  /** How often workers are asked to heartbeat. */
+  readonly heartbeatIntervalMs?: number;
+}
+
+export interface ControlPlane {
+  readonly server: Server;
+  readonly snapshots: SnapshotStore;
+  readonly workers: WorkerRegistry;
+  listen(host: string, port: number): Promise<number>;
+  /** Stops taking calls, ends watches so clients move to another replica, and closes. */
+  close(graceMs?: number): Promise<void>;
+  readonly ready: () => boolean;
+}
+
+/** The service names health reports on, besides the overall "". */
+const SERVICE_NAMES = ["runnel.v1.RoutingService", "runnel.v1.WorkerService", "runnel.v1.StreamAdminService"];
+
+/** proto/ at the repository (or image) root: reflection serves the same files the code was generated from. */
+const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+
+export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
+  const { bus, log, instanceId } = deps;
+  const heartbeatIntervalMs = deps.heartbeatIntervalMs ?? 2_000;
+  const snapshots = new SnapshotStore(deps.config);
+  const workers = new WorkerRegistry(heartbeatIntervalMs * 5);
+  const records = new StreamRecords(bus.records);
+  const openCalls = new Set<{ end(): void }>();
+  let closing = false;
+
+  const server = new Server({
+    // Long-lived watches are re-balanced across replicas: after 5 minutes a
+    // connection is told to go away and the client re-opens on another one.
+    "grpc.max_connection_age_ms": 5 * 60_000,
+    "grpc.max_connection_age_grace_ms": 30_000,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+
+  server.addService(RoutingServiceService, {
+    watchRouting(call: ServerWritableStream<controlPlane.WatchRoutingRequest, controlPlane.WatchRoutingResponse>) {
+      const role = call.request.role;
+      if (role !== DataPlaneRole.DATA_PLANE_ROLE_INGRESS && role !== DataPlaneRole.DATA_PLANE_ROLE_WORKER) {
+        call.destroy(serviceError(status.INVALID_ARGUMENT, "role must be DATA_PLANE_ROLE_INGRESS or DATA_PLANE_ROLE_WORKER"));
+        return;
+      }
+      const view = (snapshot: controlPlane.RoutingSnapshot) => (role === DataPlaneRole.DATA_PLANE_ROLE_WORKER ? snapshot : redactForIngress(snapshot));
+      const send = (snapshot: controlPlane.RoutingSnapshot) => {
+        if (!call.writableEnded) call.write({ snapshot: view(snapshot) });
+      };
+      if (call.request.knownVersion !== snapshots.current.version) send(snapshots.current);
+      const unsubscribe = snapshots.subscribe(send);
+      const handle = { end: () => call.end() };
+      openCalls.add(handle);
+      log.debug({ role, instance: call.request.instanceId }, "routing watch opened");
+      call.on("cancelled", () => {
+        unsubscribe();
+        openCalls.delete(handle);
+      });
+      call.on("close", () => {
+        unsubscribe();
+        openCalls.delete(handle);
+      });
+    },
+  });
+
+  server.addService(WorkerServiceService, {
+    register(call: ServerDuplexStream<controlPlane.RegisterRequest, controlPlane.RegisterResponse>) {
+      let workerId: string | undefined;
+      const handle = { end: () => call.end() };
+      openCalls.add(handle);
+      const finish = () => {
+        openCalls.delete(handle);
+        if (workerId) {
+          workers.disconnect(workerId);
+          log.info({ worker: workerId }, "worker disconnected");
+          workerId = undefined;
+        }
+      };
+      call.on("data", (request: controlPlane.RegisterRequest) => {
+        const message = request.message;
+        if (!workerId) {
+          if (message?.$case !== "hello" || !message.value.workerId) {
+            call.destroy(serviceError(status.INVALID_ARGUMENT, "the first message of Register must be a hello with a worker_id"));
+            return;
+          }
+          workerId = message.value.workerId;
+          workers.connect(workerId, message.value.version, message.value.capacity, Date.now());
+          call.write({ registered: { controlPlaneId: instanceId, heartbeatIntervalMs } });
+          log.info({ worker: workerId, capacity: message.value.capacity }, "worker registered");
+          return;
+        }
+        if (message?.$case === "heartbeat") workers.heartbeat(workerId, message.value, Date.now());
+      });
+      call.on("end", () => {
+        finish();
+        call.end();
+      });
+      call.on("error", finish);
+      call.on("cancelled", finish);
+    },
+  });
+
+  server.addService(StreamAdminServiceService, {
+    cancelStream: unary(log, async (request: controlPlane.CancelStreamRequest) => {
+      if (!request.streamId) throw serviceError(status.INVALID_ARGUMENT, "stream_id is required");
+      const result = await cancelStream(records, bus.nc, request.streamId, request.reason || "cancelled by request");
+      log.info({ stream_id: request.streamId, owner: result.state.owner, changed: result.changed }, "stream cancel recorded");
+      return { state: result.state, changed: result.changed };
+    }),
+    getStream: unary(log, async (request: controlPlane.GetStreamRequest) => {
+      if (!request.streamId) throw serviceError(status.INVALID_ARGUMENT, "stream_id is required");
+      const record = await records.get(request.streamId);
+      if (!record) throw serviceError(status.NOT_FOUND, `no stream ${request.streamId}`);
+      return { stream: record.state };
+    }),
+    listStreams: unary(log, async (request: controlPlane.ListStreamsRequest) => ({
+      streams: await records.list(request.phase ?? StreamPhase.STREAM_PHASE_UNSPECIFIED, request.limit),
+    })),
+    getProviderStatus: unary(log, async () => {
+      const now = Date.now();
+      const inFlight = workers.inFlightByProvider(now);
+      const snapshot = snapshots.current;
+      return {
+        routingVersion: snapshot.version,
+        providers: snapshot.providers.map((provider) => ({
+          name: provider.name,
+          type: provider.type,
+          healthy: provider.healthy,
+          inFlight: inFlight.get(provider.name) ?? 0,
+        })),
+        workers: workers.list(now),
+      };
+    }),
+  });
+
+  const health = new HealthImplementation({ "": "NOT_SERVING" });
+  health.addToServer(server);
+  const reflection = new ReflectionService(
+    loadSync(["runnel/v1/control_plane.proto", "runnel/v1/stream.proto"], { includeDirs: [PROTO_ROOT], keepCase: true }),
+  );
+  reflection.addToServer(server);
+
+  const setServing = (serving: boolean) => {
+    const value = serving ? "SERVING" : "NOT_SERVING";
+    health.setStatus("", value);
+    for (const name of SERVICE_NAMES) health.setStatus(name, value);
+  };
+
+  return {
+    server,
+    snapshots,
+    workers,
+    ready: () => !closing && bus.nc.isClosed() === false,
+    async listen(host, port) {
+      const bound = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (error, actual) => (error ? reject(error) : resolve(actual))),
+      );
+      setServing(true);
+      return bound;
+    },
+    async close(graceMs = 5_000) {
+      closing = true;
+      setServing(false);
+      // End the long-lived calls ourselves: tryShutdown waits for them otherwise.
+      for (const call of openCalls) call.end();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+  };
+}
+
+function serviceError(code: status, details: string): ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
+}
+
+/** Adapts an async handler to grpc-js's callback style, mapping thrown errors to statuses. */
+function unary<Request, Response>(log: Logger, handler: (request: Request) => Promise<Response>) {
+  return (call: { request: Request }, callback: (error: ServiceError | null, response?: Response) => void) => {
+    handler(call.request).then(
+      (response) => callback(null, response),
+      (error: unknown) => {
+        if (isServiceError(error)) return callback(error);
+        log.error({ err: error }, "admin call failed");
+        callback(serviceError(status.INTERNAL, error instanceof Error ? error.message : String(error)));
+      },
+    );
+  };
+}
+
+function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number";
+}

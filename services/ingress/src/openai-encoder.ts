@@ -1,0 +1,136 @@
+/**
+ * Encodes vocabulary events as OpenAI `chat.completion.chunk` objects, and
+ * folds a whole stream into one `chat.completion`. One encoder, used by every
+ * wire framing (SSE, NDJSON); pure.
+ */
+import { openAIErrorBody, openAIFinishReason, type StreamEvent, type Usage } from "@runnel/shared";
+
+export interface ChunkContext {
+  /** `chatcmpl-<stream id>`. */
+  readonly id: string;
+  /** Unix seconds. */
+  readonly created: number;
+  /** The model named in chunks: the public model until the worker reports what serves it. */
+  model: string;
+}
+
+function usageJson(usage: Usage) {
+  return {
+    prompt_tokens: usage.inputTokens,
+    completion_tokens: usage.outputTokens,
+    total_tokens: usage.inputTokens + usage.outputTokens,
+    prompt_tokens_details: { cached_tokens: usage.cachedInputTokens },
+    completion_tokens_details: { reasoning_tokens: usage.reasoningTokens },
+  };
+}
+
+function chunk(context: ChunkContext, delta: Record<string, unknown>, finishReason: string | null = null): string {
+  return JSON.stringify({
+    id: context.id,
+    object: "chat.completion.chunk",
+    created: context.created,
+    model: context.model,
+    choices: [{ index: 0, delta, finish_reason: finishReason }],
+  });
+}
+
+/**
+ * The JSON payload of one event, or the error object for an error event.
+ * Returns undefined for nothing to write (never happens for a known event).
+ */
+export function encodeChunk(context: ChunkContext, event: StreamEvent): string | undefined {
+  const body = event.event;
+  switch (body?.$case) {
+    case "started":
+      context.model = body.value.model || context.model;
+      return chunk(context, { role: "assistant", content: "" });
+    case "textDelta":
+      return chunk(context, { content: body.value.text });
+    case "reasoningDelta":
+      // The field DeepSeek, vLLM and most compatible clients read reasoning from.
+      return chunk(context, { reasoning_content: body.value.text });
+    case "toolCallDelta": {
+      const call: Record<string, unknown> = { index: body.value.index };
+      if (body.value.id) {
+        call.id = body.value.id;
+        call.type = "function";
+      }
+      const fn: Record<string, string> = { arguments: body.value.arguments };
+      if (body.value.name) fn.name = body.value.name;
+      call.function = fn;
+      return chunk(context, { tool_calls: [call] });
+    }
+    case "usage":
+      return JSON.stringify({
+        id: context.id,
+        object: "chat.completion.chunk",
+        created: context.created,
+        model: context.model,
+        choices: [],
+        usage: usageJson(body.value),
+      });
+    case "done":
+      return chunk(context, {}, openAIFinishReason(body.value.finishReason));
+    case "error":
+      return JSON.stringify(openAIErrorBody(body.value.code, body.value.message));
+    default:
+      return undefined;
+  }
+}
+
+/** Folds a stream's events into one non-streaming `chat.completion`. */
+export class CompletionAccumulator {
+  #text = "";
+  #reasoning = "";
+  #finish = "stop";
+  #usage: Usage | undefined;
+  readonly #tools: { id: string; name: string; arguments: string }[] = [];
+
+  constructor(readonly context: ChunkContext) {}
+
+  add(event: StreamEvent): void {
+    const body = event.event;
+    switch (body?.$case) {
+      case "started":
+        this.context.model = body.value.model || this.context.model;
+        break;
+      case "textDelta":
+        this.#text += body.value.text;
+        break;
+      case "reasoningDelta":
+        this.#reasoning += body.value.text;
+        break;
+      case "toolCallDelta": {
+        const existing = this.#tools[body.value.index] ?? { id: "", name: "", arguments: "" };
+        existing.id ||= body.value.id;
+        existing.name ||= body.value.name;
+        existing.arguments += body.value.arguments;
+        this.#tools[body.value.index] = existing;
+        break;
+      }
+      case "usage":
+        this.#usage = body.value;
+        break;
+      case "done":
+        this.#finish = openAIFinishReason(body.value.finishReason);
+        break;
+      default:
+        break;
+    }
+  }
+
+  result(): Record<string, unknown> {
+    const message: Record<string, unknown> = { role: "assistant", content: this.#text.length > 0 || this.#tools.length === 0 ? this.#text : null };
+    if (this.#reasoning) message.reasoning_content = this.#reasoning;
+    const tools = this.#tools.filter(Boolean);
+    if (tools.length > 0) message.tool_calls = tools.map((t) => ({ id: t.id, type: "function", function: { name: t.name, arguments: t.arguments } }));
+    return {
+      id: this.context.id,
+      object: "chat.completion",
+      created: this.context.created,
+      model: this.context.model,
+      choices: [{ index: 0, message, finish_reason: this.#finish, logprobs: null }],
+      usage: this.#usage ? usageJson(this.#usage) : null,
+    };
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The worker: registers with the control plane, follows its routing
+ * snapshots, pulls jobs from the JetStream work queue only while it has a
+ * free slot, and runs each one with its own AbortController, which a cancel
+ * (over NATS), a shutdown or a provider timeout fires.
+ */
+import {
+  type Bus,
+  type ControlPlaneLink,
+  cancelSubject,
+  controlPlane,
+  decodeJob,
+  JOBS_CONSUMER,
+  JOBS_STREAM,
+  type JsMsg,
+  type Logger,
+  RoutingTable,
+  StreamRecords,
+} from "@runnel/shared";
+
+import { CancelReason, runJob } from "./job-runner.js";
+import { AgentPool, createAdapters } from "./providers/index.js";
+
+export interface WorkerDeps {
+  readonly bus: Bus;
+  readonly link: ControlPlaneLink;
+  readonly log: Logger;
+  readonly workerId: string;
+  readonly version: string;
+  readonly concurrency: number;
+  /** The job queue's ack deadline; running jobs are kept alive well within it. */
+  readonly ackWaitMs: number;
+}
+
+interface Running {
+  readonly controller: AbortController;
+  provider: string | undefined;
+  readonly done: Promise<void>;
+}
+
+export interface Worker {
+  start(): void;
+  /** Stops taking jobs, lets running streams finish for up to `timeoutMs`, then ends the rest with RUNNEL_ERR_SHUTTING_DOWN. */
+  drain(timeoutMs: number): Promise<void>;
+  ready(): { ready: boolean; reasons: string[] };
+  readonly inFlight: number;
+}
+
+export function buildWorker(deps: WorkerDeps): Worker {
+  const { bus, link, workerId } = deps;
+  const log = deps.log;
+  const records = new StreamRecords(bus.records);
+  const agents = new AgentPool();
+  let malformedChunks = 0;
+  const adapterFor = createAdapters(agents, (reason) => {
+    malformedChunks += 1;
+    log.warn({ reason, malformedChunks }, "skipped a malformed provider chunk");
+  });
+  const running = new Map<string, Running>();
+  let table: RoutingTable | undefined;
+  let draining = false;
+  let pulling = false;
+  let wakeSlot: (() => void) | undefined;
+
+  const cancelSubscription = bus.nc.subscribe(cancelSubject(workerId), {
+    callback: (error, message) => {
+      if (error) return;
+      const request = controlPlane.CancelStreamRequest.decode(message.data);
+      const entry = running.get(request.streamId);
+      if (!entry) return;
+      log.info({ stream_id: request.streamId, reason: request.reason }, "cancel received; aborting the provider request");
+      entry.controller.abort(new CancelReason("RUNNEL_ERR_CANCELLED", request.reason || "cancelled"));
+    },
+  });
+
+  const heartbeat = (): controlPlane.WorkerHeartbeat => {
+    const inFlightByProvider: Record<string, number> = {};
+    for (const entry of running.values()) if (entry.provider) inFlightByProvider[entry.provider] = (inFlightByProvider[entry.provider] ?? 0) + 1;
+    return { inFlight: running.size, capacity: deps.concurrency, streamIds: [...running.keys()], draining, inFlightByProvider };
+  };
+
+  const handle = (message: JsMsg) => {
+    let job: ReturnType<typeof decodeJob>;
+    try {
+      job = decodeJob(message.data);
+    } catch (error) {
+      log.error({ err: error }, "undecodable job; dropping it");
+      message.term("undecodable");
+      return;
+    }
+    if (!job.streamId || running.has(job.streamId)) {
+      message.term("duplicate or empty stream id");
+      return;
+    }
+    const controller = new AbortController();
+    // Keep the job's ack alive while the stream runs: redelivery only follows a dead worker.
+    const keepAlive = setInterval(() => message.working(), Math.max(1_000, Math.floor(deps.ackWaitMs / 3)));
+    const entry: Running = {
+      controller,
+      provider: undefined,
+      done: runJob({ bus, records, workerId, log, routing: () => table, adapterFor }, job, controller, (provider) => {
+        entry.provider = provider;
+      })
+        .then(
+          () => message.ack(),
+          (error: unknown) => {
+            log.error({ err: error, stream_id: job.streamId }, "job failed outside the stream (NATS?); leaving it for redelivery");
+            message.nak(1_000);
+          },
+        )
+        .finally(() => {
+          clearInterval(keepAlive);
+          running.delete(job.streamId);
+          wakeSlot?.();
+        }),
+    };
+    running.set(job.streamId, entry);
+  };
+
+  const pullLoop = async () => {
+    const consumer = await bus.js.consumers.get(JOBS_STREAM, JOBS_CONSUMER);
+    pulling = true;
+    while (!draining) {
+      if (running.size >= deps.concurrency) {
+        await new Promise<void>((resolve) => {
+          wakeSlot = resolve;
+        });
+        wakeSlot = undefined;
+        continue;
+      }
+      if (!table) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      let message: JsMsg | null;
+      try {
+        message = await consumer.next({ expires: 5_000 });
+      } catch (error) {
+        if (draining) break;
+        log.warn({ err: error }, "pulling a job failed; retrying");
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        continue;
+      }
+      if (!message) continue;
+      if (draining) {
+        // Taken while shutting down: hand it straight back for another worker.
+        message.nak();
+        break;
+      }
+      handle(message);
+    }
+    pulling = false;
+  };
+
+  return {
+    get inFlight() {
+      return running.size;
+    },
+    start() {
+      link.watchRouting(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_WORKER, workerId, (snapshot) => {
+        table = new RoutingTable(snapshot);
+        log.info({ routingVersion: snapshot.version }, "routing snapshot applied");
+      });
+      link.register({ workerId, version: deps.version, capacity: deps.concurrency }, heartbeat, 2_000);
+      pullLoop().catch((error: unknown) => {
+        pulling = false;
+        log.fatal({ err: error }, "job pull loop stopped");
+      });
+    },
+    ready() {
+      const reasons: string[] = [];
+      if (draining) reasons.push("draining");
+      if (!table) reasons.push("no routing snapshot yet");
+      if (bus.nc.isClosed()) reasons.push("NATS connection closed");
+      if (!pulling && !draining) reasons.push("not pulling jobs");
+      return { ready: reasons.length === 0, reasons };
+    },
+    async drain(timeoutMs) {
+      draining = true;
+      wakeSlot?.();
+      const all = Promise.all([...running.values()].map((entry) => entry.done));
+      const timer = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), timeoutMs).unref());
+      if ((await Promise.race([all, timer])) === "timeout") {
+        log.warn({ streams: running.size }, "drain timed out; ending the remaining streams");
+        for (const entry of running.values()) entry.controller.abort(new CancelReason("RUNNEL_ERR_SHUTTING_DOWN", "worker shutting down"));
+        await all;
+      }
+      cancelSubscription.unsubscribe();
+      link.close();
+      await agents.close();
+    },
+  };
+}

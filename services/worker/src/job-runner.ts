@@ -1,0 +1,171 @@
+/**
+ * Runs one job: claims the stream (compare-and-set, so no two workers ever
+ * generate it), streams from the provider, publishes every event in order on
+ * the stream's subject, and records how the stream ended. Every way out ends
+ * the stream with `done` or an explicit `error` event.
+ */
+import {
+  type Bus,
+  type EventBody,
+  EventSequencer,
+  encodeEvent,
+  eventsSubject,
+  type Job,
+  type Logger,
+  type RoutingTable,
+  RunnelError,
+  type StoredRecord,
+  StreamPhase,
+  type StreamRecords,
+  toRunnelError,
+} from "@runnel/shared";
+import type { ProviderAdapter } from "./providers/index.js";
+
+export interface JobContext {
+  readonly bus: Bus;
+  readonly records: StreamRecords;
+  readonly workerId: string;
+  readonly log: Logger;
+  readonly routing: () => RoutingTable | undefined;
+  readonly adapterFor: (type: string) => ProviderAdapter;
+}
+
+export type JobOutcome = "done" | "failed" | "cancelled" | "skipped";
+
+/** Why a stream's AbortController fired. */
+export class CancelReason extends Error {
+  constructor(
+    readonly code: "RUNNEL_ERR_CANCELLED" | "RUNNEL_ERR_SHUTTING_DOWN",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function runJob(
+  context: JobContext,
+  job: Job,
+  controller: AbortController,
+  onProvider: (provider: string | undefined) => void,
+): Promise<JobOutcome> {
+  const { bus, records, workerId } = context;
+  const log = context.log.child({ stream_id: job.streamId });
+  const now = Date.now();
+  const claim = await records.claim({
+    streamId: job.streamId,
+    phase: StreamPhase.STREAM_PHASE_RUNNING,
+    model: job.model,
+    owner: workerId,
+    provider: "",
+    createdAtMs: job.createdAtMs || now,
+    updatedAtMs: now,
+    lastSeq: 0,
+    errorCode: "",
+    cancelReason: "",
+  });
+  const subject = eventsSubject(job.streamId);
+  const sequencer = new EventSequencer(job.streamId);
+
+  if (!claim.claimed) {
+    const existing = claim.existing.state;
+    if (existing.phase === StreamPhase.STREAM_PHASE_CANCELLED && !existing.owner) {
+      // Cancelled before any worker took it: it never starts. Say so on the
+      // stream, so a client still listening ends cleanly.
+      await publishTerminal(bus, subject, sequencer.next(cancelledEvent(existing.cancelReason || "cancelled before start")), log);
+      log.info("job cancelled before it started; not generating");
+      return "skipped";
+    }
+    log.warn({ phase: existing.phase, owner: existing.owner }, "stream already claimed or ended; skipping redelivered job");
+    return "skipped";
+  }
+
+  let record: StoredRecord = claim.record;
+  let outcome: JobOutcome = "failed";
+  let errorCode = "";
+  let providerName = "";
+  const emit = (body: EventBody) => {
+    bus.nc.publish(subject, encodeEvent(sequencer.next(body)));
+  };
+
+  try {
+    const route = job.routes[0];
+    const table = context.routing();
+    const provider = route ? table?.provider(route.provider) : undefined;
+    if (!route || !provider) {
+      throw new RunnelError(
+        "RUNNEL_ERR_NO_ROUTE",
+        route ? `provider "${route.provider}" is not in this worker's routing snapshot` : `job for model "${job.model}" has no route`,
+      );
+    }
+    providerName = provider.name;
+    onProvider(provider.name);
+    const adapter = context.adapterFor(provider.type);
+    let terminal: EventBody | undefined;
+    await adapter.stream({
+      request: job.request ?? { messages: [], stop: [], tools: [], toolChoiceJson: "", includeUsage: false, user: "" },
+      model: route.model,
+      provider,
+      signal: controller.signal,
+      emit: (body) => {
+        if (body.$case === "done") {
+          terminal = body;
+          return;
+        }
+        emit(body);
+      },
+    });
+    if (!terminal) throw new RunnelError("RUNNEL_ERR_INTERNAL", "adapter resolved without a done event");
+    await publishTerminal(bus, subject, sequencer.next(terminal), log);
+    outcome = "done";
+  } catch (caught) {
+    const reason = controller.signal.reason;
+    const error =
+      controller.signal.aborted && reason instanceof CancelReason ? new RunnelError(reason.code, reason.message, { cause: caught }) : toRunnelError(caught);
+    errorCode = error.code;
+    outcome = error.code === "RUNNEL_ERR_CANCELLED" ? "cancelled" : "failed";
+    if (outcome === "failed") log.warn({ code: error.code, err: error.message }, "stream failed");
+    await publishTerminal(
+      bus,
+      subject,
+      sequencer.next({ $case: "error", value: { code: error.code, message: error.message, retryable: error.retryable, httpStatus: error.httpStatus } }),
+      log,
+    );
+  } finally {
+    onProvider(undefined);
+  }
+
+  // Record the end. A cancel recorded meanwhile wins: the record stays cancelled.
+  const phase =
+    outcome === "done" ? StreamPhase.STREAM_PHASE_DONE : outcome === "cancelled" ? StreamPhase.STREAM_PHASE_CANCELLED : StreamPhase.STREAM_PHASE_FAILED;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const updated = await records.update(record, { phase, lastSeq: sequencer.last, errorCode, provider: providerName });
+    if (updated) break;
+    const current = await records.get(job.streamId);
+    if (!current || current.state.phase === StreamPhase.STREAM_PHASE_CANCELLED || current.state.owner !== workerId) {
+      if (current) await records.update(current, { lastSeq: sequencer.last });
+      break;
+    }
+    record = current;
+  }
+  log.debug({ outcome, events: sequencer.last }, "stream ended");
+  return outcome;
+}
+
+function cancelledEvent(reason: string): EventBody {
+  return { $case: "error", value: { code: "RUNNEL_ERR_CANCELLED", message: reason, retryable: false, httpStatus: 499 } };
+}
+
+/**
+ * Terminal events are published through JetStream and acknowledged, so the
+ * end of a stream is known to be in the replay log. Falls back to a plain
+ * publish (the live subscriber still gets it) if JetStream does not answer.
+ */
+async function publishTerminal(bus: Bus, subject: string, event: ReturnType<EventSequencer["next"]>, log: Logger): Promise<void> {
+  const bytes = encodeEvent(event);
+  try {
+    await bus.js.publish(subject, bytes, { timeout: 5_000 });
+  } catch (error) {
+    log.error({ err: error }, "terminal event not acknowledged by JetStream; published without confirmation");
+    bus.nc.publish(subject, bytes);
+  }
+}

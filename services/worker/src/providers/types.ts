@@ -1,0 +1,23 @@
+/**
+ * The seam between the worker and the providers. An adapter turns one
+ * normalised request into the provider's wire format, streams the answer,
+ * and reports it as vocabulary events. It throws a RunnelError for every
+ * failure; it never ends a stream as if it succeeded when it did not.
+ */
+import type { ChatRequest, controlPlane, EventBody } from "@runnel/shared";
+
+export interface StreamCall {
+  readonly request: ChatRequest;
+  /** The upstream model name of the chosen route. */
+  readonly model: string;
+  readonly provider: controlPlane.ProviderSpec;
+  /** Fired by cancel, shutdown or a timeout: the HTTP request is aborted at once. */
+  readonly signal: AbortSignal;
+  /** Receives every event, in order. `started` comes first, then deltas, then usage, then `done`. */
+  readonly emit: (event: EventBody) => void;
+}
+
+export interface ProviderAdapter {
+  /** Resolves when the stream ended with `done`; rejects with a RunnelError otherwise. */
+  stream(call: StreamCall): Promise<void>;
+}
