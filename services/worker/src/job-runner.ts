@@ -101,6 +101,7 @@ export async function runJob(
     onProvider(provider.name);
     const adapter = context.adapterFor(provider.type);
     let terminal: EventBody | undefined;
+    const includeUsage = job.request?.includeUsage === true;
     await adapter.stream({
       request: job.request ?? { messages: [], stop: [], tools: [], toolChoiceJson: "", includeUsage: false, user: "" },
       model: route.model,
@@ -111,6 +112,8 @@ export async function runJob(
           terminal = body;
           return;
         }
+        // The worker always asks the provider for usage; the stream carries it only when the client asked.
+        if (body.$case === "usage" && !includeUsage) return;
         emit(body);
       },
     });

@@ -1,0 +1,97 @@
+// Bootstrap shared by `npm start` and `npm test` on a fresh clone:
+// installs npm dependencies when missing or stale, makes sure a nats-server
+// binary exists, and builds every workspace. Plain Node, no dependencies:
+// it runs before anything is installed.
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { delimiter, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../", import.meta.url));
+/** The nats-server release the chart deploys; `go install` builds this one when nothing else is available. */
+export const NATS_SERVER_VERSION = "v2.15.2";
+const TOOLS_BIN = join(ROOT, ".tools", "bin");
+
+function log(message) {
+  process.stderr.write(`[bootstrap] ${message}\n`);
+}
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, { cwd: ROOT, stdio: "inherit", ...options });
+  if (result.error) throw result.error;
+  if (result.status !== 0) throw new Error(`${command} ${args.join(" ")} exited with ${result.status}`);
+}
+
+function npmDependencies() {
+  const lock = join(ROOT, "package-lock.json");
+  const marker = join(ROOT, "node_modules", ".runnel-installed");
+  const wanted = createHash("sha256")
+    .update(readFileSync(join(ROOT, "package.json")))
+    .update(existsSync(lock) ? readFileSync(lock) : "")
+    .digest("hex");
+  if (existsSync(marker) && readFileSync(marker, "utf8") === wanted) return;
+  const useCi = existsSync(lock) && process.env.CI === "true";
+  log(useCi ? "installing npm dependencies (npm ci)" : "installing npm dependencies (npm install)");
+  run("npm", [useCi ? "ci" : "install", "--no-audit", "--no-fund"]);
+  writeFileSync(marker, wanted);
+}
+
+function onPath(name) {
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // keep looking
+    }
+  }
+  return undefined;
+}
+
+function isRoot() {
+  return typeof process.getuid === "function" && process.getuid() === 0;
+}
+
+/** Finds nats-server: NATS_SERVER_BIN, PATH, .tools/bin; else installs it (apt as root, else go install). */
+export function ensureNatsServer() {
+  const found = process.env.NATS_SERVER_BIN || onPath("nats-server") || (existsSync(join(TOOLS_BIN, "nats-server")) ? join(TOOLS_BIN, "nats-server") : undefined);
+  if (found) return found;
+  if (isRoot() && onPath("apt-get")) {
+    log("nats-server not found; installing Debian's nats-server package");
+    const quiet = { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } };
+    try {
+      run("apt-get", ["install", "-y", "-q", "nats-server"], quiet);
+    } catch {
+      run("apt-get", ["update", "-q"], quiet);
+      run("apt-get", ["install", "-y", "-q", "nats-server"], quiet);
+    }
+    const installed = onPath("nats-server") || (existsSync("/usr/bin/nats-server") ? "/usr/bin/nats-server" : undefined);
+    if (installed) return installed;
+  }
+  if (onPath("go")) {
+    log(`nats-server not found; building ${NATS_SERVER_VERSION} with go install into .tools/bin`);
+    mkdirSync(TOOLS_BIN, { recursive: true });
+    run("go", ["install", `github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION}`], { env: { ...process.env, GOBIN: TOOLS_BIN, CGO_ENABLED: "0" } });
+    return join(TOOLS_BIN, "nats-server");
+  }
+  throw new Error("nats-server is not installed and cannot be installed here: install Debian's nats-server package, or Go, or set NATS_URL to an existing server");
+}
+
+export function build() {
+  log("building (tsc -b)");
+  run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-b"]);
+}
+
+/** Everything a fresh clone needs. Returns the nats-server binary path (undefined when NATS_URL is set). */
+export function bootstrap() {
+  npmDependencies();
+  const natsServer = process.env.NATS_URL ? undefined : ensureNatsServer();
+  if (natsServer) {
+    const version = execFileSync(natsServer, ["--version"], { encoding: "utf8" }).trim();
+    log(`using ${natsServer} (${version})`);
+  }
+  build();
+  return { natsServer };
+}

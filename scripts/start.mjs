@@ -1,0 +1,61 @@
+// `npm start`: bootstrap, then run the whole stack on an embedded nats-server
+// (JetStream on, a temporary store) with the mock provider, until Ctrl-C or
+// SIGTERM, which stop every child process.
+import { join } from "node:path";
+import { bootstrap, ROOT } from "./bootstrap.mjs";
+
+const { natsServer } = bootstrap();
+if (natsServer) process.env.NATS_SERVER_BIN = natsServer;
+
+const { startNats, startStack } = await import(join(ROOT, "test", "dist", "index.js"));
+
+const port = Number(process.env.PORT ?? 8080);
+const nats = await startNats({ forceLocal: !process.env.NATS_URL });
+let stack;
+try {
+  stack = await startStack({
+    natsUrl: nats.url,
+    ingressPort: port,
+    mockPort: Number(process.env.MOCK_PORT ?? 9001),
+    echo: true,
+    env: {
+      LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
+      ...(process.env.RUNNEL_CONFIG ? { RUNNEL_CONFIG: process.env.RUNNEL_CONFIG } : {}),
+    },
+  });
+} catch (error) {
+  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
+  await nats.stop();
+  process.exit(1);
+}
+
+process.stdout.write(
+  [
+    "",
+    `Runnel is ready at ${stack.ingressUrl}  (NATS ${nats.url}, mock provider ${stack.mockUrl})`,
+    "Try:",
+    `  curl -N ${stack.ingressUrl}/v1/chat/completions -H 'content-type: application/json' \\`,
+    `    -d '{"model":"mock","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
+    "Ctrl-C stops everything.",
+    "",
+  ].join("\n"),
+);
+
+let stopping = false;
+const shutdown = async () => {
+  if (stopping) return;
+  stopping = true;
+  process.stdout.write("\nstopping...\n");
+  await stack.stop();
+  await nats.stop();
+  process.exit(0);
+};
+process.on("SIGINT", shutdown);
+process.on("SIGTERM", shutdown);
+for (const service of stack.services.values()) {
+  service.process.once("exit", (code, signal) => {
+    if (stopping) return;
+    process.stderr.write(`${service.name} exited unexpectedly (${code ?? signal}); stopping the stack\n`);
+    void shutdown().then(() => process.exit(1));
+  });
+}

@@ -1,0 +1,56 @@
+// `npm test`: the same bootstrap as `npm start`, then every test (unit,
+// component and end-to-end) with Node's test runner. Prints the spec report,
+// then one summary line `N passed, N failed` and exits non-zero on failure.
+import { spawn } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { bootstrap, ROOT } from "./bootstrap.mjs";
+
+const { natsServer } = bootstrap();
+
+function findTests(dir, found = []) {
+  for (const entry of readdirSync(dir)) {
+    if (entry === "node_modules") continue;
+    const path = join(dir, entry);
+    if (statSync(path).isDirectory()) findTests(path, found);
+    else if (entry.endsWith(".test.js") && path.includes(`${join("dist")}`)) found.push(path);
+  }
+  return found;
+}
+
+const filter = process.argv.slice(2);
+const files = ["packages", "services", "test"]
+  .flatMap((dir) => findTests(join(ROOT, dir)))
+  .filter((file) => filter.length === 0 || filter.some((f) => file.includes(f)))
+  .sort();
+if (files.length === 0) {
+  process.stderr.write("no test files found\n");
+  process.exit(1);
+}
+
+const reportDir = join(ROOT, ".runnel");
+mkdirSync(reportDir, { recursive: true });
+const tapFile = join(reportDir, "test-report.tap");
+const args = [
+  "--enable-source-maps",
+  "--test",
+  "--test-concurrency=2",
+  "--test-timeout=120000",
+  "--test-reporter=spec",
+  "--test-reporter-destination=stdout",
+  "--test-reporter=tap",
+  `--test-reporter-destination=${tapFile}`,
+  ...files,
+];
+process.stderr.write(`[test] ${files.length} test files: ${files.map((f) => relative(ROOT, f)).join(", ")}\n`);
+const env = { ...process.env, ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}) };
+const child = spawn(process.execPath, args, { cwd: ROOT, stdio: "inherit", env });
+const code = await new Promise((resolve) => child.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+
+const tap = readFileSync(tapFile, "utf8");
+const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, "m").exec(tap)?.[1] ?? 0);
+const passed = count("pass");
+const failed = count("fail") + count("cancelled");
+const skipped = count("skipped") + count("todo");
+process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}\n`);
+process.exit(code !== 0 || failed > 0 || passed === 0 ? 1 : 0);

@@ -1,0 +1,107 @@
+/**
+ * A real nats-server for tests and for `npm start`, as an async-disposable
+ * handle (`await using nats = await startNats()`):
+ *   1. NATS_URL, when set: an existing server (disposing leaves it alone);
+ *   2. else a Docker engine, when one answers: @testcontainers/nats;
+ *   3. else the local `nats-server` binary (NATS_SERVER_BIN, else PATH) on a
+ *      free port with JetStream on and a temporary store.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort, waitForPort } from "./ports.js";
+
+export interface NatsHandle extends AsyncDisposable {
+  readonly url: string;
+  /** How this server was obtained. */
+  readonly kind: "external" | "testcontainers" | "local";
+  /** The local server process (kind "local" only), for tests that stop or restart NATS. */
+  readonly process?: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export interface StartNatsOptions {
+  /** Ignore NATS_URL and Docker; always start a private local server. */
+  readonly forceLocal?: boolean;
+  /** Where nats-server writes its log (else discarded). */
+  readonly logFile?: string;
+}
+
+export async function startNats(options: StartNatsOptions = {}): Promise<NatsHandle> {
+  const external = process.env.NATS_URL;
+  if (external && !options.forceLocal) {
+    const stop = async () => {};
+    return { url: external, kind: "external", stop, [Symbol.asyncDispose]: stop };
+  }
+  if (!options.forceLocal && (await dockerAvailable())) return startContainer();
+  return startLocal(options);
+}
+
+/** True when a Docker engine answers on DOCKER_HOST or the default socket. */
+export async function dockerAvailable(): Promise<boolean> {
+  const host = process.env.DOCKER_HOST;
+  if (host && !host.startsWith("unix://")) return true; // a remote engine: let testcontainers talk to it
+  const socketPath = host ? host.slice("unix://".length) : "/var/run/docker.sock";
+  if (!existsSync(socketPath)) return false;
+  return new Promise((resolve) => {
+    const probe = request({ socketPath, path: "/_ping", timeout: 1_000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200);
+    });
+    probe.on("error", () => resolve(false));
+    probe.on("timeout", () => {
+      probe.destroy();
+      resolve(false);
+    });
+    probe.end();
+  });
+}
+
+async function startContainer(): Promise<NatsHandle> {
+  const { NatsContainer } = await import("@testcontainers/nats");
+  const container = await new NatsContainer("nats:2.10-alpine").withJetStream().start();
+  const { user, pass, servers } = container.getConnectionOptions() as { user?: string; pass?: string; servers: string | string[] };
+  const server = Array.isArray(servers) ? servers[0] : servers;
+  const hostPort = String(server).replace(/^nats:\/\//, "");
+  const url = user ? `nats://${encodeURIComponent(user)}:${encodeURIComponent(pass ?? "")}@${hostPort}` : `nats://${hostPort}`;
+  const stop = async () => {
+    await container.stop();
+  };
+  return { url, kind: "testcontainers", stop, [Symbol.asyncDispose]: stop };
+}
+
+async function startLocal(options: StartNatsOptions): Promise<NatsHandle> {
+  const binary = process.env.NATS_SERVER_BIN || "nats-server";
+  const port = await freePort();
+  const store = await mkdtemp(join(tmpdir(), "runnel-nats-"));
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store, "--name", `runnel-test-${port}`];
+  if (options.logFile) args.push("-l", options.logFile);
+  const child = spawn(binary, args, { stdio: ["ignore", "ignore", options.logFile ? "ignore" : "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (data: Buffer) => {
+    stderr = (stderr + data.toString()).slice(-4000);
+  });
+  const exited = new Promise<never>((_resolve, reject) => {
+    child.once("error", (error) => reject(new Error(`cannot run ${binary}: ${error.message} (run the bootstrap: npm test / npm start installs it)`)));
+    child.once("exit", (code) => reject(new Error(`nats-server exited with ${code} before it was ready: ${stderr}`)));
+  });
+  exited.catch(() => {});
+  await Promise.race([waitForPort("127.0.0.1", port, 15_000), exited]);
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await gone;
+      clearTimeout(timer);
+    }
+    await rm(store, { recursive: true, force: true });
+  };
+  return { url: `nats://127.0.0.1:${port}`, kind: "local", process: child, stop, [Symbol.asyncDispose]: stop };
+}
