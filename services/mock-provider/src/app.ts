@@ -1,0 +1,312 @@
+/**
+ * The mock provider's HTTP server (plain node:http): the OpenAI routes, the
+ * probes, and the journal routes tests read.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { completeOnce, streamCompletion } from "./completion.js";
+import { type Exchange, isAbort, send, sendError } from "./exchange.js";
+import { errorReplyFor, INTERNAL_ERROR_REPLY } from "./failures.js";
+import { JOURNAL_LIMIT, Journal, type JournalEntry } from "./journal.js";
+import { type ChatRequest, type CompletionHeader, errorBody, invalidRequest, modelsBody, parseChatRequest } from "./openai.js";
+import { parseScenario, type Scenario, type ScenarioDefaults, ScenarioError } from "./scenario.js";
+
+/** A log line the app emits: `msg` says what happened, the other fields give details. */
+export interface LogLine {
+  readonly level: "debug" | "error";
+  readonly msg: string;
+  readonly [field: string]: unknown;
+}
+
+/** Options of `buildMockProvider`. */
+export interface MockProviderOptions {
+  /** Server-wide scenario defaults (a request's scenario overrides them). */
+  readonly defaults?: Partial<ScenarioDefaults>;
+  /** Receives one object per chat request once its connection or response has closed. */
+  readonly log?: (line: LogLine) => void;
+  /** Journal size; 1000 unless given. */
+  readonly journalLimit?: number;
+}
+
+/** A built (not yet listening) mock provider. */
+export interface MockProvider {
+  readonly server: Server;
+  readonly journal: Journal;
+  /** Starts listening; resolves with the actual port (useful with port 0). */
+  listen(port: number, host: string): Promise<number>;
+  /** Stops listening and destroys every open connection (stalled ones included). */
+  close(): Promise<void>;
+}
+
+/** Largest request body accepted. */
+export const MAX_BODY_BYTES = 10 * 1024 * 1024;
+
+/** How many `fail=500-once` keys are remembered. */
+const ONCE_KEYS_LIMIT = 10_000;
+
+interface AppState {
+  readonly defaults: Partial<ScenarioDefaults>;
+  readonly journal: Journal;
+  readonly log: ((line: LogLine) => void) | undefined;
+  /** Keys of `fail=500-once` that have had their 500. */
+  readonly failedOnce: Set<string>;
+  readonly startedAt: number;
+  nextId: number;
+  closing: boolean;
+}
+
+/** Builds the mock provider. Call `listen` to serve. */
+export function buildMockProvider(options: MockProviderOptions = {}): MockProvider {
+  const journal = new Journal(options.journalLimit ?? JOURNAL_LIMIT);
+  const state: AppState = {
+    defaults: options.defaults ?? {},
+    journal,
+    log: options.log,
+    failedOnce: new Set(),
+    startedAt: Math.floor(Date.now() / 1000),
+    nextId: 0,
+    closing: false,
+  };
+  const server = createServer((request, response) => {
+    handle(state, request, response).catch((error: unknown) => {
+      state.log?.({ level: "error", msg: "request failed", error: error instanceof Error ? error.message : String(error) });
+      if (!response.headersSent && !response.destroyed) {
+        response.writeHead(500, { "content-type": "application/json" }).end(errorBody(INTERNAL_ERROR_REPLY.error));
+      } else {
+        response.destroy();
+      }
+    });
+  });
+
+  return {
+    server,
+    journal,
+    listen: (port, host) =>
+      new Promise((resolve, reject) => {
+        const onError = (error: Error): void => reject(error);
+        server.once("error", onError);
+        server.listen(port, host, () => {
+          server.off("error", onError);
+          resolve((server.address() as AddressInfo).port);
+        });
+      }),
+    close: () =>
+      new Promise((resolve) => {
+        state.closing = true;
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function handle(state: AppState, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const path = (request.url ?? "/").split("?")[0];
+  const method = request.method ?? "GET";
+  if (path === "/v1/chat/completions") {
+    if (method !== "POST") return methodNotAllowed(state, request, response, "POST");
+    return handleChat(state, request, response);
+  }
+  const exchange = createExchange(state, request, response, null);
+  switch (path) {
+    case "/v1/models":
+      if (method !== "GET") return methodNotAllowed(state, request, response, "GET");
+      return send(exchange, 200, modelsBody(state.startedAt));
+    case "/healthz":
+      return send(exchange, 200, JSON.stringify({ status: "ok" }));
+    case "/readyz":
+      return state.closing
+        ? send(exchange, 503, JSON.stringify({ status: "not ready", reasons: ["closing"] }))
+        : send(exchange, 200, JSON.stringify({ status: "ready" }));
+    case "/_mock/requests":
+      if (method === "GET") return send(exchange, 200, JSON.stringify({ requests: state.journal.entries() }));
+      if (method === "DELETE") {
+        state.journal.clear();
+        response.writeHead(204).end();
+        return;
+      }
+      return methodNotAllowed(state, request, response, "GET, DELETE");
+    default:
+      return sendError(exchange, {
+        status: 404,
+        message: `Unknown request URL: ${method} ${path}.`,
+        type: "invalid_request_error",
+        param: null,
+        code: "unknown_url",
+      });
+  }
+}
+
+function methodNotAllowed(state: AppState, request: IncomingMessage, response: ServerResponse, allow: string): void {
+  const exchange = createExchange(state, request, response, null);
+  sendError(
+    exchange,
+    {
+      status: 405,
+      message: `Method ${request.method ?? ""} is not allowed here (allowed: ${allow}).`,
+      type: "invalid_request_error",
+      param: null,
+      code: "method_not_allowed",
+    },
+    { allow },
+  );
+}
+
+/**
+ * Wires the exchange to its connection: the signal aborts when the response
+ * closes, and the journal learns whether the response finished or the peer
+ * hung up first.
+ */
+function createExchange(state: AppState, request: IncomingMessage, response: ServerResponse, entry: JournalEntry | null): Exchange {
+  const controller = new AbortController();
+  let closedByServer = false;
+  if (entry) {
+    response.once("finish", () => {
+      entry.finished = true;
+      state.journal.changed(entry);
+    });
+  }
+  response.once("close", () => {
+    if (entry && !response.writableFinished && !closedByServer && !state.closing) {
+      entry.clientClosed = true;
+      entry.clientClosedAt = Date.now();
+      state.journal.changed(entry);
+    }
+    controller.abort();
+    if (entry) {
+      state.log?.({
+        level: "debug",
+        msg: "chat request",
+        id: entry.id,
+        model: entry.model,
+        fail: entry.fail,
+        stream: entry.stream,
+        status: entry.status,
+        tokensSent: entry.tokensSent,
+        finished: entry.finished,
+        clientClosed: entry.clientClosed,
+        durationMs: Date.now() - entry.receivedAt,
+      });
+    }
+  });
+  return {
+    request,
+    response,
+    entry,
+    journal: state.journal,
+    signal: controller.signal,
+    destroy(how) {
+      closedByServer = true;
+      const socket: Socket = request.socket;
+      if (how === "reset") {
+        socket.resetAndDestroy();
+      } else {
+        socket.end(() => socket.destroy());
+      }
+    },
+  };
+}
+
+/** Reads the body as UTF-8 text; null when it exceeds `limit` bytes. */
+async function readBody(request: IncomingMessage, limit: number): Promise<string | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    const buffer = chunk as Buffer;
+    size += buffer.length;
+    if (size > limit) return null;
+    chunks.push(buffer);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function handleChat(state: AppState, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  state.nextId += 1;
+  const entry: JournalEntry = {
+    id: `chatcmpl-mock-${state.nextId}`,
+    model: null,
+    fail: null,
+    stream: false,
+    receivedAt: Date.now(),
+    headersSentAt: null,
+    status: null,
+    tokensSent: 0,
+    finished: false,
+    clientClosed: false,
+    clientClosedAt: null,
+    authorization: request.headers.authorization !== undefined,
+  };
+  state.journal.add(entry);
+  const exchange = createExchange(state, request, response, entry);
+
+  let text: string | null;
+  try {
+    text = await readBody(request, MAX_BODY_BYTES);
+  } catch (error) {
+    if (isAbort(exchange, error) || request.destroyed) return; // The peer went away mid-body; the close handler recorded it.
+    throw error;
+  }
+  if (text === null) {
+    sendError(
+      exchange,
+      { status: 413, message: `The request body exceeds ${MAX_BODY_BYTES} bytes.`, type: "invalid_request_error", param: null, code: "request_too_large" },
+      { connection: "close" },
+    );
+    return;
+  }
+
+  const parsed = parseChatRequest(text);
+  if (!parsed.ok) return sendError(exchange, parsed.error);
+  const chat = parsed.request;
+  entry.model = chat.model;
+  entry.stream = chat.stream;
+  state.journal.changed(entry);
+
+  let scenario: Scenario;
+  try {
+    scenario = parseScenario(chat.model, state.defaults);
+  } catch (error) {
+    if (error instanceof ScenarioError) return sendError(exchange, invalidRequest(error.message, "model", "invalid_scenario"));
+    throw error;
+  }
+  entry.fail = scenario.fail;
+  state.journal.changed(entry);
+
+  try {
+    await answer(state, exchange, chat, scenario);
+  } catch (error) {
+    if (isAbort(exchange, error)) return; // The connection closed; nothing more to write.
+    throw error;
+  }
+}
+
+async function answer(state: AppState, exchange: Exchange, chat: ChatRequest, scenario: Scenario): Promise<void> {
+  switch (scenario.fail) {
+    case "reset":
+      return exchange.destroy("reset");
+    case "no-response":
+      return; // Never answer; the connection stays open until the peer or close() ends it.
+    case "500-once": {
+      const key = scenario.key ?? "";
+      if (!state.failedOnce.has(key)) {
+        remember(state.failedOnce, key);
+        return sendError(exchange, INTERNAL_ERROR_REPLY.error);
+      }
+      break;
+    }
+    default: {
+      const reply = errorReplyFor(scenario, chat.model, chat.promptTokens);
+      if (reply) return sendError(exchange, reply.error, reply.headers);
+    }
+  }
+  const header: CompletionHeader = { id: exchange.entry?.id ?? "chatcmpl-mock", created: Math.floor(Date.now() / 1000), model: chat.model };
+  if (chat.stream) await streamCompletion(exchange, chat, scenario, header);
+  else await completeOnce(exchange, chat, scenario, header);
+}
+
+function remember(keys: Set<string>, key: string): void {
+  keys.add(key);
+  if (keys.size > ONCE_KEYS_LIMIT) {
+    const oldest = keys.values().next();
+    if (!oldest.done) keys.delete(oldest.value);
+  }
+}
