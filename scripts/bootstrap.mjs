@@ -56,7 +56,8 @@ function isRoot() {
 
 /** Finds nats-server: NATS_SERVER_BIN, PATH, .tools/bin; else installs it (apt as root, else go install). */
 export function ensureNatsServer() {
-  const found = process.env.NATS_SERVER_BIN || onPath("nats-server") || (existsSync(join(TOOLS_BIN, "nats-server")) ? join(TOOLS_BIN, "nats-server") : undefined);
+  const found =
+    process.env.NATS_SERVER_BIN || onPath("nats-server") || (existsSync(join(TOOLS_BIN, "nats-server")) ? join(TOOLS_BIN, "nats-server") : undefined);
   if (found) return found;
   if (isRoot() && onPath("apt-get")) {
     log("nats-server not found; installing Debian's nats-server package");
@@ -76,7 +77,9 @@ export function ensureNatsServer() {
     run("go", ["install", `github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION}`], { env: { ...process.env, GOBIN: TOOLS_BIN, CGO_ENABLED: "0" } });
     return join(TOOLS_BIN, "nats-server");
   }
-  throw new Error("nats-server is not installed and cannot be installed here: install Debian's nats-server package, or Go, or set NATS_URL to an existing server");
+  throw new Error(
+    "nats-server is not installed and cannot be installed here: install Debian's nats-server package, or Go, or set NATS_URL to an existing server",
+  );
 }
 
 export function build() {

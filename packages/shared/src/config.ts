@@ -10,13 +10,18 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
 /** A duration: milliseconds as a number, or a string such as "250ms", "15s", "10m", "1h". */
-const duration = z.union([
-  z.number().int().nonnegative(),
-  z
-    .string()
-    .regex(/^\d+(ms|s|m|h)$/, 'a duration such as "500ms", "15s", "10m" or "1h"')
-    .transform(parseDuration),
-]);
+const duration = z.union(
+  [
+    z.number().int().nonnegative(),
+    z
+      .string()
+      .regex(/^\d+(ms|s|m|h)$/)
+      .transform(parseDuration),
+  ],
+  {
+    error: 'expected a duration such as "500ms", "15s", "10m" or "1h", or a number of milliseconds',
+  },
+);
 
 export function parseDuration(text: string): number {
   const match = /^(\d+)(ms|s|m|h)$/.exec(text);
@@ -269,7 +274,9 @@ export const SettingsSchema = z.object({
 export type Settings = Readonly<z.infer<typeof SettingsSchema>>;
 
 export function loadSettings(env: Readonly<Record<string, string | undefined>>): Settings {
-  const result = SettingsSchema.safeParse(env);
+  // An empty variable means unset, as in \${VAR:-default}: never a port 0.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ""));
+  const result = SettingsSchema.safeParse(present);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => `  - ${formatPath(issue.path)}=${String(env[String(issue.path[0])])}: ${issue.message}`);
     throw new ConfigError(`environment is invalid:\n${lines.join("\n")}`);

@@ -62,7 +62,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
     watchRouting(call: ServerWritableStream<controlPlane.WatchRoutingRequest, controlPlane.WatchRoutingResponse>) {
       const role = call.request.role;
       if (role !== DataPlaneRole.DATA_PLANE_ROLE_INGRESS && role !== DataPlaneRole.DATA_PLANE_ROLE_WORKER) {
-        call.destroy(serviceError(status.INVALID_ARGUMENT, "role must be DATA_PLANE_ROLE_INGRESS or DATA_PLANE_ROLE_WORKER"));
+        call.emit("error", serviceError(status.INVALID_ARGUMENT, "role must be DATA_PLANE_ROLE_INGRESS or DATA_PLANE_ROLE_WORKER"));
         return;
       }
       const view = (snapshot: controlPlane.RoutingSnapshot) => (role === DataPlaneRole.DATA_PLANE_ROLE_WORKER ? snapshot : redactForIngress(snapshot));
@@ -102,7 +102,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
         const message = request.message;
         if (!workerId) {
           if (message?.$case !== "hello" || !message.value.workerId) {
-            call.destroy(serviceError(status.INVALID_ARGUMENT, "the first message of Register must be a hello with a worker_id"));
+            call.emit("error", serviceError(status.INVALID_ARGUMENT, "the first message of Register must be a hello with a worker_id"));
             return;
           }
           workerId = message.value.workerId;

@@ -84,7 +84,8 @@ export class CompletionAccumulator {
   #reasoning = "";
   #finish = "stop";
   #usage: Usage | undefined;
-  readonly #tools: { id: string; name: string; arguments: string }[] = [];
+  /** Tool calls by the provider's index (sparse and unbounded in principle, so a Map). */
+  readonly #tools = new Map<number, { id: string; name: string; arguments: string }>();
 
   constructor(readonly context: ChunkContext) {}
 
@@ -101,11 +102,11 @@ export class CompletionAccumulator {
         this.#reasoning += body.value.text;
         break;
       case "toolCallDelta": {
-        const existing = this.#tools[body.value.index] ?? { id: "", name: "", arguments: "" };
+        const existing = this.#tools.get(body.value.index) ?? { id: "", name: "", arguments: "" };
         existing.id ||= body.value.id;
         existing.name ||= body.value.name;
         existing.arguments += body.value.arguments;
-        this.#tools[body.value.index] = existing;
+        this.#tools.set(body.value.index, existing);
         break;
       }
       case "usage":
@@ -120,9 +121,9 @@ export class CompletionAccumulator {
   }
 
   result(): Record<string, unknown> {
-    const message: Record<string, unknown> = { role: "assistant", content: this.#text.length > 0 || this.#tools.length === 0 ? this.#text : null };
+    const message: Record<string, unknown> = { role: "assistant", content: this.#text.length > 0 || this.#tools.size === 0 ? this.#text : null };
     if (this.#reasoning) message.reasoning_content = this.#reasoning;
-    const tools = this.#tools.filter(Boolean);
+    const tools = [...this.#tools.entries()].sort(([a], [b]) => a - b).map(([, call]) => call);
     if (tools.length > 0) message.tool_calls = tools.map((t) => ({ id: t.id, type: "function", function: { name: t.name, arguments: t.arguments } }));
     return {
       id: this.context.id,

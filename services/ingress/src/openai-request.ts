@@ -42,7 +42,7 @@ export const ChatCompletionRequestSchema = z.object({
   top_p: z.number().min(0).max(1).nullish(),
   max_tokens: z.number().int().positive().nullish(),
   max_completion_tokens: z.number().int().positive().nullish(),
-  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(4)], { error: "expected a string or an array of at most 4 strings" }).nullish(),
   n: z.literal(1, "only n=1 is supported").nullish(),
   seed: z.number().int().nullish(),
   user: z.string().nullish(),

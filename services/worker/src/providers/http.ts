@@ -43,7 +43,8 @@ export function errorFromStatus(statusCode: number, providerMessage: string, ret
   else if (statusCode === 408 || statusCode === 504) code = "RUNNEL_ERR_PROVIDER_TIMEOUT";
   else if (statusCode >= 400 && statusCode < 500) code = "RUNNEL_ERR_PROVIDER_BAD_REQUEST";
   else code = "RUNNEL_ERR_PROVIDER_UNAVAILABLE";
-  const suffix = retryAfter ? ` (retry after ${retryAfter}s)` : "";
+  // Retry-After is either delta-seconds or an HTTP date.
+  const suffix = retryAfter ? ` (retry after ${/^\d+$/.test(retryAfter) ? `${retryAfter}s` : retryAfter})` : "";
   return new RunnelError(code, `provider answered ${statusCode}: ${providerMessage}${suffix}`);
 }
 

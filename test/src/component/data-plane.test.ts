@@ -1,0 +1,320 @@
+/**
+ * Component tests of the bus and control-plane design, in one process: a real
+ * nats-server, the control plane on a real gRPC port, a worker, and the mock
+ * provider on a real HTTP port. They prove the properties the design promises:
+ * one generation per stream even on redelivery, a cancel recorded before start
+ * means the job never starts, a cancel reaches the owning worker and aborts
+ * the provider request, and the data plane keeps working on its last routing
+ * snapshot when the control plane is gone.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { credentials, Metadata } from "@grpc/grpc-js";
+import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
+import { buildMockProvider, type MockProvider, mockText } from "@runnel/mock-provider";
+import {
+  type Bus,
+  CLIENT_CHANNEL_OPTIONS,
+  ControlPlaneLink,
+  cancelStream,
+  connectNats,
+  controlPlane,
+  createLogger,
+  decodeEvent,
+  encodeJob,
+  ensureTopology,
+  eventsSubject,
+  isTerminal,
+  JOBS_SUBJECT,
+  type Job,
+  newStreamId,
+  parseConfig,
+  type StreamEvent,
+  StreamPhase,
+  StreamRecords,
+} from "@runnel/shared";
+import { buildWorker, type Worker } from "@runnel/worker";
+import { type NatsHandle, startNats } from "../nats-harness.js";
+
+const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
+
+describe("data plane and control plane over a real nats-server", () => {
+  let nats: NatsHandle;
+  let bus: Bus;
+  let mock: MockProvider;
+  let mockPort: number;
+  let cp: ControlPlane;
+  let cpTarget: string;
+  let worker: Worker;
+  let link: ControlPlaneLink;
+  let records: StreamRecords;
+
+  const configText = () => `
+providers:
+  - { name: mock, type: mock, baseUrl: "http://127.0.0.1:${mockPort}/v1", apiKey: sk-component }
+models:
+  - name: mock
+    routes: [{ provider: mock, model: mock }]
+`;
+
+  before(async () => {
+    nats = await startNats();
+    const config = parseConfig(
+      "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]",
+      {},
+    );
+    const nc = await connectNats(nats.url, "component-test");
+    bus = await ensureTopology(nc, config.bus);
+    records = new StreamRecords(bus.records);
+    mock = buildMockProvider();
+    mockPort = await mock.listen(0, "127.0.0.1");
+    cp = buildControlPlane({ config: parseConfig(configText(), {}), bus, log, instanceId: "cp-test", heartbeatIntervalMs: 200 });
+    cpTarget = `127.0.0.1:${await cp.listen("127.0.0.1", 0)}`;
+    link = new ControlPlaneLink(cpTarget, log);
+    worker = buildWorker({ bus, link, log, workerId: "worker-test", version: "test", concurrency: 8, ackWaitMs: 30_000 });
+    worker.start();
+    const deadline = Date.now() + 10_000;
+    while (!worker.ready().ready) {
+      if (Date.now() > deadline) throw new Error(`worker not ready: ${worker.ready().reasons.join(", ")}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  });
+
+  after(async () => {
+    await worker?.drain(2_000);
+    await cp?.close(1_000);
+    await bus?.nc.drain();
+    await mock?.close();
+    await nats?.stop();
+  });
+
+  const job = (streamId: string, upstreamModel = "mock"): Job => ({
+    streamId,
+    model: "mock",
+    request: {
+      messages: [{ role: "user", content: [{ part: { $case: "text", value: "hi" } }], name: "", toolCallId: "", toolCalls: [] }],
+      stop: [],
+      tools: [],
+      toolChoiceJson: "",
+      includeUsage: true,
+      user: "",
+    },
+    routes: [{ provider: "mock", model: upstreamModel }],
+    createdAtMs: Date.now(),
+    routingVersion: 0,
+    traceContext: {},
+  });
+
+  /** Subscribes to a stream's events; `done` resolves at the terminal event (or after `timeoutMs` with what came). */
+  const listen = (streamId: string, timeoutMs = 10_000) => {
+    const events: StreamEvent[] = [];
+    let resolveDone: (events: StreamEvent[]) => void = () => {};
+    const done = new Promise<StreamEvent[]>((resolve) => {
+      resolveDone = resolve;
+    });
+    const subscription = bus.nc.subscribe(eventsSubject(streamId), {
+      callback: (_error, message) => {
+        const event = decodeEvent(message.data);
+        events.push(event);
+        if (isTerminal(event)) {
+          subscription.unsubscribe();
+          resolveDone(events);
+        }
+      },
+    });
+    setTimeout(() => {
+      subscription.unsubscribe();
+      resolveDone(events);
+    }, timeoutMs).unref();
+    return { events, done };
+  };
+
+  const submit = async (value: Job, msgID = value.streamId) => {
+    await bus.js.publish(JOBS_SUBJECT, encodeJob(value), { msgID });
+  };
+
+  test("a job streams started, every token, usage and done, numbered 1..N without gaps", async () => {
+    const streamId = newStreamId();
+    const stream = listen(streamId);
+    await submit(job(streamId));
+    const events = await stream.done;
+    assert.deepEqual(
+      events.map((event) => event.seq),
+      events.map((_event, index) => index + 1),
+    );
+    assert.equal(events[0]?.event?.$case, "started");
+    const text = events.map((event) => (event.event?.$case === "textDelta" ? event.event.value.text : "")).join("");
+    assert.equal(text, mockText(32, 0));
+    assert.equal(events.at(-2)?.event?.$case, "usage");
+    assert.equal(events.at(-1)?.event?.$case, "done");
+    // The record is written right after the terminal event is published.
+    let record = await records.get(streamId);
+    for (let tries = 0; tries < 100 && record?.state.phase === StreamPhase.STREAM_PHASE_RUNNING; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      record = await records.get(streamId);
+    }
+    assert.equal(record?.state.phase, StreamPhase.STREAM_PHASE_DONE);
+    assert.equal(record?.state.owner, "worker-test");
+    assert.equal(record?.state.lastSeq, events.length);
+  });
+
+  test("the same job delivered twice is generated once", async () => {
+    const streamId = newStreamId();
+    const upstream = `mock?seed=${Math.floor(Math.random() * 1e9)}`;
+    const first = listen(streamId);
+    await submit(job(streamId, upstream), `${streamId}-a`);
+    const events = await first.done;
+    assert.equal(events.at(-1)?.event?.$case, "done");
+    const second = listen(streamId, 1_000);
+    // A second delivery of the same stream (as after a redelivery), past JetStream's de-duplication.
+    await submit(job(streamId, upstream), `${streamId}-b`);
+    const extra = await second.done;
+    assert.equal(extra.length, 0, "no event published for the duplicate");
+    const generations = mock.journal.entries().filter((entry) => entry.model === upstream);
+    assert.equal(generations.length, 1);
+  });
+
+  test("a cancel recorded before a worker takes the job means it never starts", async () => {
+    const streamId = newStreamId();
+    const upstream = `mock?seed=${Math.floor(Math.random() * 1e9)}`;
+    const cancelled = await cancelStream(records, bus.nc, streamId, "user changed their mind");
+    assert.equal(cancelled.changed, true);
+    const stream = listen(streamId);
+    await submit(job(streamId, upstream));
+    const events = await stream.done;
+    assert.equal(events.length, 1);
+    const only = events[0]?.event;
+    assert.equal(only?.$case, "error");
+    assert.equal(only?.$case === "error" ? only.value.code : "", "RUNNEL_ERR_CANCELLED");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(mock.journal.entries().filter((entry) => entry.model === upstream).length, 0, "the provider never saw it");
+  });
+
+  test("CancelStream over gRPC reaches the owning worker and the provider's connection closes", async () => {
+    const streamId = newStreamId();
+    const upstream = `mock?tokens=100000&itl=5&seed=${Math.floor(Math.random() * 1e9)}`;
+    const stream = listen(streamId);
+    await submit(job(streamId, upstream));
+    await mock.journal.waitFor((entry) => entry.model === upstream && entry.tokensSent >= 3, 5_000);
+    const admin = new controlPlane.StreamAdminServiceClient(cpTarget, credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+    const cancelledAt = Date.now();
+    const response = await new Promise<controlPlane.CancelStreamResponse>((resolve, reject) =>
+      admin.cancelStream({ streamId, reason: "test cancel" }, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+    );
+    assert.equal(response.changed, true);
+    assert.equal(response.state?.owner, "worker-test");
+    const closed = await mock.journal.waitFor((entry) => entry.model === upstream && entry.clientClosed, 2_000);
+    assert.ok((closed.clientClosedAt ?? 0) - cancelledAt < 500, `provider closed ${(closed.clientClosedAt ?? 0) - cancelledAt} ms after the cancel`);
+    const events = await stream.done;
+    const last = events.at(-1)?.event;
+    assert.equal(last?.$case === "error" ? last.value.code : last?.$case, "RUNNEL_ERR_CANCELLED");
+    // Idempotent: a second cancel changes nothing and still answers.
+    const again = await new Promise<controlPlane.CancelStreamResponse>((resolve, reject) =>
+      admin.cancelStream({ streamId, reason: "again" }, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+    );
+    assert.equal(again.changed, false);
+    assert.equal(again.state?.phase, StreamPhase.STREAM_PHASE_CANCELLED);
+    admin.close();
+  });
+
+  test("two workers claiming one stream: exactly one wins", async () => {
+    const streamId = newStreamId();
+    const base = {
+      streamId,
+      phase: StreamPhase.STREAM_PHASE_RUNNING,
+      model: "mock",
+      provider: "",
+      createdAtMs: 1,
+      updatedAtMs: 1,
+      lastSeq: 0,
+      errorCode: "",
+      cancelReason: "",
+    };
+    const results = await Promise.all([records.claim({ ...base, owner: "a" }), records.claim({ ...base, owner: "b" }), records.claim({ ...base, owner: "c" })]);
+    assert.equal(results.filter((result) => result.claimed).length, 1);
+  });
+
+  test("routing snapshots: the ingress never receives credentials, workers do", async () => {
+    const routing = new controlPlane.RoutingServiceClient(cpTarget, credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+    const first = (role: controlPlane.DataPlaneRole) =>
+      new Promise<controlPlane.RoutingSnapshot>((resolve, reject) => {
+        const call = routing.watchRouting({ role, instanceId: "t", knownVersion: 0 });
+        call.once("data", (response: controlPlane.WatchRoutingResponse) => {
+          call.cancel();
+          if (response.snapshot) resolve(response.snapshot);
+        });
+        call.once("error", (error: Error & { code?: number }) => {
+          if (error.code !== 1) reject(error);
+        });
+      });
+    const ingressView = await first(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_INGRESS);
+    const workerView = await first(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_WORKER);
+    assert.equal(ingressView.version, workerView.version);
+    assert.equal(ingressView.providers[0]?.apiKey, "");
+    assert.equal(workerView.providers[0]?.apiKey, "sk-component");
+    await assert.rejects(first(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_UNSPECIFIED), /role/);
+    routing.close();
+  });
+
+  test("a config change is pushed to watchers as a new version; the same content keeps its version", async () => {
+    const versions: number[] = [];
+    const watcher = new ControlPlaneLink(cpTarget, log);
+    watcher.watchRouting(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_INGRESS, "watcher", (snapshot) => versions.push(snapshot.version));
+    const until = async (count: number) => {
+      const deadline = Date.now() + 5_000;
+      while (versions.length < count) {
+        if (Date.now() > deadline) throw new Error(`saw ${versions.length} snapshots`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    };
+    await until(1);
+    assert.equal(cp.snapshots.replace(parseConfig(configText(), {})), false, "same content, same version");
+    const extended = `${configText()}  - name: second\n    routes: [{ provider: mock, model: mock }]\n`;
+    assert.equal(cp.snapshots.replace(parseConfig(extended, {})), true);
+    await until(2);
+    assert.notEqual(versions[1], versions[0]);
+    cp.snapshots.replace(parseConfig(configText(), {}));
+    await until(3);
+    assert.equal(versions[2], versions[0]);
+    watcher.close();
+  });
+
+  test("GetProviderStatus shows the registered worker and its in-flight streams", async () => {
+    const admin = new controlPlane.StreamAdminServiceClient(cpTarget, credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+    const streamId = newStreamId();
+    const upstream = `mock?tokens=400&itl=5&seed=${Math.floor(Math.random() * 1e9)}`;
+    const stream = listen(streamId);
+    await submit(job(streamId, upstream));
+    await mock.journal.waitFor((entry) => entry.model === upstream && entry.tokensSent >= 1, 5_000);
+    const status = async () =>
+      new Promise<controlPlane.GetProviderStatusResponse>((resolve, reject) =>
+        admin.getProviderStatus({}, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+      );
+    let seen: controlPlane.GetProviderStatusResponse | undefined;
+    const deadline = Date.now() + 3_000;
+    do {
+      seen = await status();
+      if (seen.providers[0]?.inFlight === 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } while (Date.now() < deadline);
+    assert.equal(seen?.workers.find((w) => w.workerId === "worker-test")?.capacity, 8);
+    assert.equal(seen?.providers.find((p) => p.name === "mock")?.inFlight, 1);
+    await stream.done;
+    admin.close();
+  });
+
+  test("standard gRPC health answers SERVING", async () => {
+    const { service } = await import("grpc-health-check");
+    const { makeGenericClientConstructor } = await import("@grpc/grpc-js");
+    const Health = makeGenericClientConstructor(service, "grpc.health.v1.Health");
+    const client = new Health(cpTarget, credentials.createInsecure());
+    const answer = await new Promise<{ status: string | number }>((resolve, reject) =>
+      (client as unknown as { check(request: object, callback: (error: Error | null, value: { status: string | number }) => void): void }).check(
+        { service: "runnel.v1.RoutingService" },
+        (error, value) => (error ? reject(error) : resolve(value)),
+      ),
+    );
+    assert.ok(answer.status === "SERVING" || answer.status === 1, `status ${String(answer.status)}`);
+    client.close();
+  });
+});
