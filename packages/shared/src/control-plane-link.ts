@@ -132,6 +132,8 @@ export class ControlPlaneLink {
         clearInterval(timer);
         if (closed || this.#abort.signal.aborted) return;
         closed = true;
+        // Close our half too, so a replica shutting down is not held open by this call.
+        if (!call.writableEnded) call.end();
         this.#log.warn({ target: replica.target, code: error?.code, err: error?.details }, "worker registration broke; re-registering");
         this.#rotate();
         const next = registered ? 0 : attempt + 1;

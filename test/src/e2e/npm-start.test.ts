@@ -1,0 +1,121 @@
+/**
+ * `npm start` as a user runs it: the script bootstraps, starts nats-server and
+ * every service, prints the URL, serves a streamed completion to `curl -N`,
+ * and on SIGTERM stops every process it started.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { mockText } from "@runnel/mock-provider";
+import { freePort } from "../ports.js";
+import { REPO_ROOT } from "../stack.js";
+import { chatBody, parseSse } from "./helpers.js";
+
+const run = promisify(execFile);
+
+/** Every live descendant of `pid`, read from /proc. */
+function descendants(pid: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // The command name may hold spaces: fields after the closing parenthesis are fixed.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      parents.set(Number(entry), Number(fields[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const found: number[] = [];
+  const walk = (parent: number) => {
+    for (const [child, ppid] of parents) {
+      if (ppid === parent) {
+        found.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+function alive(pid: number): boolean {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/\) Z /.test(state);
+  } catch {
+    return false;
+  }
+}
+
+async function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
+  let output = "";
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms; output:\n${output.slice(-4000)}`)), timeoutMs);
+    const onData = (data: Buffer) => {
+      output += data.toString();
+      if (pattern.test(output)) {
+        clearTimeout(timer);
+        resolve(output);
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`npm start exited with ${code}; output:\n${output.slice(-4000)}`));
+    });
+  });
+}
+
+test("npm start serves a streamed completion to curl -N and SIGTERM leaves no process behind", { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const mockPort = await freePort();
+  const { NATS_URL: _ignored, ...env } = process.env;
+  const child = spawn(process.execPath, [join(REPO_ROOT, "scripts", "start.mjs")], {
+    cwd: REPO_ROOT,
+    env: { ...env, PORT: String(port), MOCK_PORT: String(mockPort), LOG_LEVEL: "warn" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    const output = await waitForOutput(child, /Runnel is ready at http:\/\/127\.0\.0\.1:\d+/, 90_000);
+    assert.match(output, new RegExp(`Runnel is ready at http://127\\.0\\.0\\.1:${port}`));
+    const started = descendants(child.pid ?? 0);
+    // nats-server and the four services
+    assert.ok(started.length >= 5, `expected at least 5 child processes, found ${started.length}`);
+
+    const { stdout } = await run("curl", [
+      "-sS",
+      "-N",
+      `http://127.0.0.1:${port}/v1/chat/completions`,
+      "-H",
+      "content-type: application/json",
+      "-d",
+      chatBody("mock", { stream: true }),
+    ]);
+    const { events } = parseSse(stdout);
+    assert.equal(events.at(-1)?.data, "[DONE]");
+    const text = events
+      .slice(0, -1)
+      .map((event) => (JSON.parse(event.data) as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content ?? "")
+      .join("");
+    assert.equal(text, mockText(32, 0));
+
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    const deadline = Date.now() + 5_000;
+    let left = started.filter(alive);
+    while (left.length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      left = started.filter(alive);
+    }
+    assert.deepEqual(left, [], "every process npm start launched has exited");
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
+});
