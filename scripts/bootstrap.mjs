@@ -31,9 +31,11 @@ function npmDependencies() {
     .update(existsSync(lock) ? readFileSync(lock) : "")
     .digest("hex");
   if (existsSync(marker) && readFileSync(marker, "utf8") === wanted) return;
-  const useCi = existsSync(lock) && process.env.CI === "true";
-  log(useCi ? "installing npm dependencies (npm ci)" : "installing npm dependencies (npm install)");
-  run("npm", [useCi ? "ci" : "install", "--no-audit", "--no-fund"]);
+  // `npm install` (not `npm ci`) even in CI: it installs exactly the lock file's
+  // versions too, and npm 11 records only this platform's optional binaries
+  // (Biome, buf) in the lock, which `npm ci` then rejects as out of sync.
+  log("installing npm dependencies (npm install)");
+  run("npm", ["install", "--no-audit", "--no-fund"]);
   writeFileSync(marker, wanted);
 }
 
