@@ -12,6 +12,9 @@ import type { StreamSession } from "./stream-session.js";
 
 export type WireFormat = "sse" | "ndjson";
 
+/** How long a slow client, already ended, may go on reading before its socket is destroyed. */
+const SLOW_CLIENT_LINGER_MS = 5_000;
+
 export interface StreamToClientOptions {
   readonly session: StreamSession;
   readonly response: ServerResponse;
@@ -122,6 +125,12 @@ export function streamToClient(options: StreamToClientOptions): OpenStream {
         ),
       );
       finish();
+      // The error event waits behind everything the client has not read. Give
+      // it a while to read on; a client that never does is cut off, so its
+      // buffered bytes are released.
+      setTimeout(() => {
+        if (!response.writableFinished) response.destroy();
+      }, SLOW_CLIENT_LINGER_MS).unref();
       options.onClientGone("slow client");
     }
   });

@@ -94,7 +94,7 @@ export function buildWorker(deps: WorkerDeps): Worker {
     }
     const controller = new AbortController();
     // Keep the job's ack alive while the stream runs: redelivery only follows a dead worker.
-    const keepAlive = setInterval(() => message.working(), Math.max(1_000, Math.floor(deps.ackWaitMs / 3)));
+    const keepAlive = setInterval(() => message.working(), Math.max(100, Math.floor(deps.ackWaitMs / 3)));
     const entry: Running = {
       controller,
       provider: undefined,

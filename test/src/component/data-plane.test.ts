@@ -59,8 +59,9 @@ models:
 
   before(async () => {
     nats = await startNats();
+    // A short ack deadline, so a test can outlast it.
     const config = parseConfig(
-      "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]",
+      "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]\nbus: {jobAckWait: 1s}",
       {},
     );
     const nc = await connectNats(nats.url, "component-test");
@@ -71,7 +72,7 @@ models:
     cp = buildControlPlane({ config: parseConfig(configText(), {}), bus, log, instanceId: "cp-test", heartbeatIntervalMs: 200 });
     cpTarget = `127.0.0.1:${await cp.listen("127.0.0.1", 0)}`;
     link = new ControlPlaneLink(cpTarget, log);
-    worker = buildWorker({ bus, link, log, workerId: "worker-test", version: "test", concurrency: 8, ackWaitMs: 30_000 });
+    worker = buildWorker({ bus, link, log, workerId: "worker-test", version: "test", concurrency: 8, ackWaitMs: config.bus.jobAckWait });
     worker.start();
     const deadline = Date.now() + 10_000;
     while (!worker.ready().ready) {
@@ -214,6 +215,55 @@ models:
     );
     assert.equal(again.changed, false);
     assert.equal(again.state?.phase, StreamPhase.STREAM_PHASE_CANCELLED);
+    admin.close();
+  });
+
+  test("a generation longer than the ack deadline keeps its job alive: no redelivery, one generation", async () => {
+    const streamId = newStreamId();
+    const upstream = `mock?tokens=120&itl=25&seed=${Math.floor(Math.random() * 1e9)}`;
+    const stream = listen(streamId, 15_000);
+    // Every delivery, first or redelivery, takes a consumer sequence number.
+    const deliveriesBefore = (await bus.jsm.consumers.info("RUNNEL_JOBS", "runnel-workers")).delivered.consumer_seq;
+    const started = Date.now();
+    await submit(job(streamId, upstream));
+    const events = await stream.done;
+    assert.ok(Date.now() - started > 2_500, "the stream outlasted the 1 s ack deadline");
+    assert.equal(events.at(-1)?.event?.$case, "done");
+    assert.equal(mock.journal.entries().filter((entry) => entry.model === upstream).length, 1);
+    // Acknowledged: the work queue holds nothing for it any more.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const info = await bus.jsm.streams.info("RUNNEL_JOBS");
+    assert.equal(info.state.messages, 0);
+    const deliveriesAfter = (await bus.jsm.consumers.info("RUNNEL_JOBS", "runnel-workers")).delivered.consumer_seq;
+    assert.equal(deliveriesAfter - deliveriesBefore, 1, "the job was delivered once, never redelivered");
+  });
+
+  test("GetStream and ListStreams read stream records; an unknown stream is NOT_FOUND", async () => {
+    const admin = new controlPlane.StreamAdminServiceClient(cpTarget, credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+    const streamId = newStreamId();
+    const stream = listen(streamId);
+    await submit(job(streamId));
+    await stream.done;
+    let phase = StreamPhase.STREAM_PHASE_RUNNING;
+    for (let tries = 0; tries < 100 && phase === StreamPhase.STREAM_PHASE_RUNNING; tries++) {
+      const got = await new Promise<controlPlane.GetStreamResponse>((resolve, reject) =>
+        admin.getStream({ streamId }, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+      );
+      phase = got.stream?.phase ?? phase;
+      if (phase === StreamPhase.STREAM_PHASE_RUNNING) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(phase, StreamPhase.STREAM_PHASE_DONE);
+    const listed = await new Promise<controlPlane.ListStreamsResponse>((resolve, reject) =>
+      admin.listStreams({ phase: StreamPhase.STREAM_PHASE_DONE, limit: 1000 }, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+    );
+    assert.ok(listed.streams.some((state) => state.streamId === streamId));
+    assert.ok(listed.streams.every((state) => state.phase === StreamPhase.STREAM_PHASE_DONE));
+    await assert.rejects(
+      new Promise((resolve, reject) =>
+        admin.getStream({ streamId: "no-such-stream-id" }, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+      ),
+      (error: Error & { code?: number }) => error.code === 5,
+    );
     admin.close();
   });
 
