@@ -97,16 +97,16 @@ export class ControlPlaneLink {
           onSnapshot(snapshot);
         }
       });
-      const retry = (error?: ServiceError) => {
-        if (this.#abort.signal.aborted) return;
-        this.#log.warn({ target: replica.target, code: error?.code, err: error?.details }, "routing watch broke; keeping the last snapshot");
-        this.#rotate();
-        const next = received ? 0 : attempt + 1;
-        setTimeout(() => open(next), backoff(next)).unref();
-      };
-      call.on("error", retry);
-      call.on("end", () => retry());
-      this.#abort.signal.addEventListener("abort", () => call.cancel(), { once: true });
+      this.#supervise(
+        call,
+        replica.target,
+        "routing watch broke; keeping the last snapshot",
+        () => {},
+        () => {
+          const next = received ? 0 : attempt + 1;
+          setTimeout(() => open(next), backoff(next)).unref();
+        },
+      );
     };
     open(0);
   }
@@ -127,31 +127,50 @@ export class ControlPlaneLink {
       call.on("data", () => {
         registered = true;
       });
-      let closed = false;
-      const retry = (error?: ServiceError) => {
+      const cleanup = () => {
         clearInterval(timer);
-        if (closed || this.#abort.signal.aborted) return;
-        closed = true;
         // Close our half too, so a replica shutting down is not held open by this call.
         if (!call.writableEnded) call.end();
-        this.#log.warn({ target: replica.target, code: error?.code, err: error?.details }, "worker registration broke; re-registering");
-        this.#rotate();
+      };
+      this.#supervise(call, replica.target, "worker registration broke; re-registering", cleanup, () => {
         const next = registered ? 0 : attempt + 1;
         setTimeout(() => open(next), backoff(next)).unref();
-      };
-      call.on("error", retry);
-      call.on("end", () => retry());
-      this.#abort.signal.addEventListener(
-        "abort",
-        () => {
-          clearInterval(timer);
-          call.end();
-          call.cancel();
-        },
-        { once: true },
-      );
+      });
     };
     open(0);
+  }
+
+  /**
+   * Runs `cleanup` and then `reopen` exactly once when a long-lived call ends
+   * or fails (grpc-js emits both `error` and `end` for one failure), on the
+   * next replica; cancels the call on close().
+   */
+  #supervise(
+    call: { on(event: "error" | "end", listener: (error?: ServiceError) => void): unknown; cancel(): void },
+    target: string,
+    message: string,
+    cleanup: () => void,
+    reopen: () => void,
+  ): void {
+    let broken = false;
+    const onClose = () => {
+      broken = true;
+      cleanup();
+      call.cancel();
+    };
+    this.#abort.signal.addEventListener("abort", onClose, { once: true });
+    const onBroken = (error?: ServiceError) => {
+      if (broken) return;
+      broken = true;
+      this.#abort.signal.removeEventListener("abort", onClose);
+      cleanup();
+      if (this.#abort.signal.aborted) return;
+      this.#log.warn({ target, code: error?.code, err: error?.details }, message);
+      this.#rotate();
+      reopen();
+    };
+    call.on("error", onBroken);
+    call.on("end", () => onBroken());
   }
 
   /** Calls CancelStream on each replica in turn until one answers. Rejects when none does. */

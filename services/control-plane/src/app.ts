@@ -21,6 +21,8 @@ export interface ControlPlaneDeps {
   readonly instanceId: string;
   /** How often workers are asked to heartbeat. */
   readonly heartbeatIntervalMs?: number;
+  /** Connections are recycled after this long so watches rebalance across replicas (default 5 min). */
+  readonly maxConnectionAgeMs?: number;
 }
 
 export interface ControlPlane {
@@ -51,8 +53,8 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   const server = new Server({
     // Long-lived watches are re-balanced across replicas: after 5 minutes a
     // connection is told to go away and the client re-opens on another one.
-    "grpc.max_connection_age_ms": 5 * 60_000,
-    "grpc.max_connection_age_grace_ms": 30_000,
+    "grpc.max_connection_age_ms": deps.maxConnectionAgeMs ?? 5 * 60_000,
+    "grpc.max_connection_age_grace_ms": Math.min(30_000, deps.maxConnectionAgeMs ?? 30_000),
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,

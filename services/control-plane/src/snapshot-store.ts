@@ -38,6 +38,11 @@ export class SnapshotStore {
     return true;
   }
 
+  /** Open watches (for tests and status). */
+  get watchers(): number {
+    return this.#listeners.size;
+  }
+
   subscribe(listener: Listener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
