@@ -73,9 +73,15 @@ export function finishReasonFromOpenAI(reason: string): FinishReason | undefined
  * its place.
  */
 export class EventSequencer {
-  #seq = 0;
+  #seq: number;
 
-  constructor(readonly streamId: string) {}
+  /** `after`: the seq already used (a stream continued by another worker starts after it). */
+  constructor(
+    readonly streamId: string,
+    after = 0,
+  ) {
+    this.#seq = after;
+  }
 
   /** The seq of the last event made, 0 before any. */
   get last(): number {

@@ -30,6 +30,8 @@ export interface ControlPlane {
   readonly snapshots: SnapshotStore;
   readonly workers: WorkerRegistry;
   listen(host: string, port: number): Promise<number>;
+  /** Reports NOT_SERVING (health and readiness); calls are still served. */
+  beginShutdown(): void;
   /** Stops taking calls, ends watches so clients move to another replica, and closes. */
   close(graceMs?: number): Promise<void>;
   readonly ready: () => boolean;
@@ -181,6 +183,10 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
       );
       setServing(true);
       return bound;
+    },
+    beginShutdown() {
+      closing = true;
+      setServing(false);
     },
     async close(graceMs = 5_000) {
       closing = true;

@@ -47,6 +47,8 @@ try {
   });
 
   onShutdownSignal(logger, async () => {
+    // NOT_SERVING first, then give clients time to move, then close.
+    app.beginShutdown();
     await new Promise((resolve) => setTimeout(resolve, settings.SHUTDOWN_DELAY_MS));
     await app.close();
     probes.server.close();

@@ -23,13 +23,27 @@ import {
   toRunnelError,
 } from "@runnel/shared";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { type ChunkContext, CompletionAccumulator } from "./openai-encoder.js";
+import type { ChunkContext } from "./openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "./openai-request.js";
+import { judgeQuietStream, type StallPolicy } from "./stall-watch.js";
 import { StreamSession } from "./stream-session.js";
-import { type OpenStream, streamToClient, type WireFormat } from "./stream-writer.js";
+import { type OpenStream, type WireFormat, writeStream } from "./stream-writer.js";
+
+/** An open response and what the stall watch knows of it. */
+interface WatchedStream {
+  readonly session: StreamSession;
+  readonly handle: OpenStream;
+  readonly createdAtMs: number;
+  /** `session.received` at the last tick. */
+  seen: number;
+  quietSince: number;
+  checking: boolean;
+}
 
 export interface IngressDeps {
   readonly bus: Bus;
+  /** Job-queue settings, which tell how long a job may wait and how often workers refresh running streams. */
+  readonly busOptions: Readonly<RunnelConfig["bus"]>;
   readonly link: ControlPlaneLink;
   readonly log: Logger;
   readonly instanceId: string;
@@ -41,6 +55,8 @@ export interface Ingress {
   /** Starts following routing snapshots. */
   start(): void;
   ready(): { ready: boolean; reasons: string[] };
+  /** Fails readiness and refuses new requests; open streams go on. */
+  beginShutdown(): void;
   /** Fails readiness, ends open streams with an explicit shutdown error after `graceMs`, closes. */
   close(graceMs: number): Promise<void>;
 }
@@ -48,7 +64,13 @@ export interface Ingress {
 export function buildIngress(deps: IngressDeps): Ingress {
   const { bus, link, log, options } = deps;
   const records = new StreamRecords(bus.records);
-  const open = new Set<OpenStream>();
+  const open = new Set<WatchedStream>();
+  const stallPolicy: StallPolicy = {
+    quietMs: Math.max(options.heartbeatInterval * 2, 1_000),
+    jobMaxAgeMs: deps.busOptions.jobMaxAge + 5_000,
+    // Workers refresh a running stream's record every third of the ack deadline.
+    workerLostMs: deps.busOptions.jobAckWait * 2,
+  };
   let table: RoutingTable | undefined;
   let closing = false;
 
@@ -136,55 +158,30 @@ export function buildIngress(deps: IngressDeps): Ingress {
     }
     streamLog.debug({ model: body.model, streaming }, "stream submitted");
 
-    if (streaming) {
-      const format: WireFormat = (request.headers.accept ?? "").includes("application/x-ndjson") ? "ndjson" : "sse";
-      reply.hijack();
-      const handle = streamToClient({
+    const format: WireFormat = !streaming ? "json" : (request.headers.accept ?? "").includes("application/x-ndjson") ? "ndjson" : "sse";
+    reply.hijack();
+    const watched: WatchedStream = {
+      session,
+      createdAtMs: now,
+      seen: 0,
+      quietSince: now,
+      checking: false,
+      handle: writeStream({
         session,
         response: reply.raw,
         context,
         format,
         heartbeatIntervalMs: options.heartbeatInterval,
         maxBufferBytes: options.maxClientBufferBytes,
-        onClientGone: (reason) => {
-          streamLog.info({ reason }, "client left; cancelling the stream");
+        onAbandon: (reason) => {
+          streamLog.info({ reason }, "stream abandoned; cancelling it");
           cancel(streamId, reason);
         },
-        onEnd: () => open.delete(handle),
-      });
-      open.add(handle);
-      return reply;
-    }
-
-    return new Promise<void>((resolve) => {
-      const accumulator = new CompletionAccumulator(context);
-      let finished = false;
-      reply.raw.on("close", () => {
-        if (!finished) {
-          finished = true;
-          session.close();
-          streamLog.info("client left before the completion; cancelling the stream");
-          cancel(streamId, "client disconnected");
-          resolve();
-        }
-      });
-      session.attach((event) => {
-        if (finished) return;
-        const body = event.event;
-        if (body?.$case === "error") {
-          finished = true;
-          void reply.code(body.value.httpStatus || 502).send(openAIErrorBody(body.value.code, body.value.message));
-          resolve();
-          return;
-        }
-        accumulator.add(event);
-        if (body?.$case === "done") {
-          finished = true;
-          void reply.header("x-runnel-stream-id", streamId).send(accumulator.result());
-          resolve();
-        }
-      });
-    });
+        onEnd: () => open.delete(watched),
+      }),
+    };
+    open.add(watched);
+    return reply;
   });
 
   const requireTable = (): RoutingTable => {
@@ -200,6 +197,40 @@ export function buildIngress(deps: IngressDeps): Ingress {
     return { ready: reasons.length === 0, reasons };
   };
 
+  /** Looks up the records of quiet streams and ends those that can no longer end on their own. */
+  const stallTimer = setInterval(
+    () => {
+      const now = Date.now();
+      for (const watched of open) {
+        const received = watched.session.received;
+        if (received !== watched.seen) {
+          watched.seen = received;
+          watched.quietSince = now;
+          continue;
+        }
+        if (watched.checking || now - watched.quietSince < stallPolicy.quietMs) continue;
+        watched.checking = true;
+        records
+          .get(watched.session.streamId)
+          .then((record) => {
+            const verdict = judgeQuietStream(record?.state, watched.createdAtMs, Date.now(), stallPolicy);
+            if (verdict.end && !watched.session.ended) {
+              log.warn({ stream_id: watched.session.streamId, code: verdict.code }, verdict.message);
+              watched.session.fail(verdict.code, verdict.message);
+              cancel(watched.session.streamId, verdict.message);
+            }
+          })
+          .catch((error: unknown) => log.warn({ stream_id: watched.session.streamId, err: error }, "stream record check failed"))
+          .finally(() => {
+            watched.checking = false;
+            watched.quietSince = Date.now();
+          });
+      }
+    },
+    Math.min(5_000, stallPolicy.quietMs),
+  );
+  stallTimer.unref();
+
   return {
     app,
     start() {
@@ -209,11 +240,15 @@ export function buildIngress(deps: IngressDeps): Ingress {
       });
     },
     ready: readiness,
+    beginShutdown() {
+      closing = true;
+    },
     async close(graceMs) {
       closing = true;
       const deadline = Date.now() + graceMs;
       while (open.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-      for (const stream of open) stream.shutdown();
+      for (const stream of open) stream.handle.shutdown();
+      clearInterval(stallTimer);
       await app.close();
       link.close();
     },

@@ -25,11 +25,13 @@ try {
   const nc = await connectNats(settings.NATS_URL, instanceId);
   const bus = await ensureTopology(nc, config.bus);
   const link = new ControlPlaneLink(settings.CONTROL_PLANE_URL, logger);
-  const ingress = buildIngress({ bus, link, log: logger, instanceId, options: config.ingress });
+  const ingress = buildIngress({ bus, busOptions: config.bus, link, log: logger, instanceId, options: config.ingress });
   ingress.start();
   const address = await ingress.app.listen({ host: settings.HOST, port: settings.PORT });
   logger.info({ address, port: settings.PORT }, "ingress listening");
   onShutdownSignal(logger, async () => {
+    // Out of rotation first, then give load balancers time to notice, then close.
+    ingress.beginShutdown();
     await new Promise((resolve) => setTimeout(resolve, settings.SHUTDOWN_DELAY_MS));
     await ingress.close(10_000);
     await nc.drain();

@@ -1,68 +1,80 @@
 /**
- * Writes one stream to one HTTP client as SSE or chunked NDJSON. Each event
- * is written the moment it arrives; quiet periods get heartbeats; an error
- * before the first byte becomes an HTTP status with the OpenAI error JSON,
- * after it an explicit error event. The response buffer is bounded: a
- * client that falls too far behind is ended with RUNNEL_ERR_SLOW_CLIENT.
+ * Writes one stream to one HTTP client: as SSE or chunked NDJSON as events
+ * arrive, or as one `chat.completion` at the end. An error before the first
+ * byte becomes an HTTP status with the OpenAI error JSON; after it, an
+ * explicit error event, and never a `[DONE]`. Quiet streams get heartbeats.
+ * The response buffer is bounded: a client that falls too far behind is
+ * ended with RUNNEL_ERR_SLOW_CLIENT. Whenever the stream ends before the
+ * worker ended it (client gone, too slow, ingress shutting down), `onAbandon`
+ * runs so the stream is cancelled and the provider stops.
  */
 import type { ServerResponse } from "node:http";
-import { openAIErrorBody, type StreamEvent } from "@runnel/shared";
-import { type ChunkContext, encodeChunk } from "./openai-encoder.js";
+import { ERRORS, type ErrorCode, openAIErrorBody, type StreamEvent } from "@runnel/shared";
+import { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
 import type { StreamSession } from "./stream-session.js";
 
-export type WireFormat = "sse" | "ndjson";
+export type WireFormat = "sse" | "ndjson" | "json";
 
-/** How long a slow client, already ended, may go on reading before its socket is destroyed. */
-const SLOW_CLIENT_LINGER_MS = 5_000;
-
-export interface StreamToClientOptions {
+export interface WriteStreamOptions {
   readonly session: StreamSession;
   readonly response: ServerResponse;
   readonly context: ChunkContext;
   readonly format: WireFormat;
   readonly heartbeatIntervalMs: number;
   readonly maxBufferBytes: number;
-  /** The client went away (or could not keep up) before the stream ended. */
-  readonly onClientGone: (reason: string) => void;
+  /** The stream ended before its worker ended it; cancel it. */
+  readonly onAbandon: (reason: string) => void;
+  /** Runs once when the response is over, however it ended. */
   readonly onEnd: () => void;
 }
 
 export interface OpenStream {
-  /** Ends the stream now with an explicit RUNNEL_ERR_SHUTTING_DOWN error. */
+  /** Ends the stream now with an explicit RUNNEL_ERR_SHUTTING_DOWN error, and cancels it. */
   shutdown(): void;
 }
 
-const SSE_HEADERS = {
-  "content-type": "text/event-stream; charset=utf-8",
-  "cache-control": "no-cache, no-transform",
-  connection: "keep-alive",
-  // Tells nginx and friends not to buffer the stream.
-  "x-accel-buffering": "no",
+/** How long a slow client, already ended, may go on reading before its socket is destroyed. */
+const SLOW_CLIENT_LINGER_MS = 5_000;
+
+const STREAM_HEADERS: Record<"sse" | "ndjson", Record<string, string>> = {
+  sse: {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache, no-transform",
+    connection: "keep-alive",
+    // Tells nginx and friends not to buffer the stream.
+    "x-accel-buffering": "no",
+  },
+  ndjson: {
+    "content-type": "application/x-ndjson; charset=utf-8",
+    "cache-control": "no-cache, no-transform",
+    connection: "keep-alive",
+    "x-accel-buffering": "no",
+  },
 };
 
-const NDJSON_HEADERS = {
-  "content-type": "application/x-ndjson; charset=utf-8",
-  "cache-control": "no-cache, no-transform",
-  connection: "keep-alive",
-  "x-accel-buffering": "no",
-};
-
-export function streamToClient(options: StreamToClientOptions): OpenStream {
+export function writeStream(options: WriteStreamOptions): OpenStream {
   const { session, response, context, format } = options;
+  const accumulator = format === "json" ? new CompletionAccumulator(context) : undefined;
   let headersSent = false;
   let ended = false;
-  let lastWrite = performance.now();
+  let wroteSinceTick = false;
 
   const commitHeaders = () => {
-    if (headersSent) return;
+    if (headersSent || format === "json") return;
     headersSent = true;
     response.socket?.setNoDelay(true);
-    response.writeHead(200, { ...(format === "sse" ? SSE_HEADERS : NDJSON_HEADERS), "x-runnel-stream-id": session.streamId });
+    response.writeHead(200, { ...STREAM_HEADERS[format], "x-runnel-stream-id": session.streamId });
   };
 
   const write = (text: string) => {
-    lastWrite = performance.now();
+    wroteSinceTick = true;
     response.write(text);
+  };
+
+  /** SSE events from the worker carry their seq as the id; events the ingress makes up (seq 0) carry none. */
+  const frame = (seq: number, payload: string) => {
+    if (format === "ndjson") return `${payload}\n`;
+    return seq > 0 ? `id: ${seq}\ndata: ${payload}\n\n` : `data: ${payload}\n\n`;
   };
 
   const finish = () => {
@@ -74,13 +86,35 @@ export function streamToClient(options: StreamToClientOptions): OpenStream {
     options.onEnd();
   };
 
-  const frame = (event: StreamEvent, payload: string) => (format === "sse" ? `id: ${event.seq}\ndata: ${payload}\n\n` : `${payload}\n`);
+  /** Ends with an error: the HTTP status before the first byte, an error event after it. */
+  const endWithError = (code: string, message: string, httpStatus: number) => {
+    const body = JSON.stringify(openAIErrorBody(code, message));
+    if (!headersSent) {
+      headersSent = true;
+      response.writeHead(httpStatus || 502, { "content-type": "application/json", "x-runnel-stream-id": session.streamId });
+      response.write(body);
+    } else {
+      write(frame(0, body));
+    }
+    finish();
+  };
 
+  const abandon = (code: ErrorCode, message: string, reason: string) => {
+    if (ended) return;
+    endWithError(code, message, ERRORS[code].httpStatus);
+    options.onAbandon(reason);
+  };
+
+  // Streams only: a comment (SSE) or a blank line (NDJSON) when nothing was written for a whole interval.
   const heartbeat = setInterval(() => {
-    if (ended || performance.now() - lastWrite < options.heartbeatIntervalMs) return;
+    if (ended || format === "json") return;
+    if (wroteSinceTick) {
+      wroteSinceTick = false;
+      return;
+    }
     commitHeaders();
-    // SSE comments are ignored by every client; NDJSON clients skip blank lines.
     write(format === "sse" ? ": keep-alive\n\n" : "\n");
+    wroteSinceTick = false;
   }, options.heartbeatIntervalMs);
 
   response.on("close", () => {
@@ -89,69 +123,48 @@ export function streamToClient(options: StreamToClientOptions): OpenStream {
     clearInterval(heartbeat);
     session.close();
     options.onEnd();
-    options.onClientGone("client disconnected");
+    options.onAbandon("client disconnected");
   });
 
-  session.attach((event) => {
+  session.attach((event: StreamEvent) => {
     if (ended) return;
     const body = event.event;
-    if (body?.$case === "error" && !headersSent) {
-      // Nothing written yet: answer with the HTTP status and the OpenAI error JSON.
-      headersSent = true;
-      const status = body.value.httpStatus || 502;
-      response.writeHead(status, { "content-type": "application/json", "x-runnel-stream-id": session.streamId });
-      response.write(JSON.stringify(openAIErrorBody(body.value.code, body.value.message)));
-      finish();
+    if (body?.$case === "error") {
+      endWithError(body.value.code, body.value.message, body.value.httpStatus);
+      return;
+    }
+    if (accumulator) {
+      accumulator.add(event);
+      if (body?.$case === "done") {
+        response.writeHead(200, { "content-type": "application/json", "x-runnel-stream-id": session.streamId });
+        headersSent = true;
+        response.write(JSON.stringify(accumulator.result()));
+        finish();
+      }
       return;
     }
     commitHeaders();
     const payload = encodeChunk(context, event);
-    if (payload !== undefined) write(frame(event, payload));
+    if (payload !== undefined) write(frame(event.seq, payload));
     if (body?.$case === "done") {
       if (format === "sse") write("data: [DONE]\n\n");
       finish();
       return;
     }
-    if (body?.$case === "error") {
-      finish();
-      return;
-    }
     if (response.writableLength > options.maxBufferBytes) {
-      const error = { ...event, seq: event.seq + 1, event: undefined };
-      write(
-        frame(
-          error,
-          JSON.stringify(openAIErrorBody("RUNNEL_ERR_SLOW_CLIENT", `the client read too slowly: more than ${options.maxBufferBytes} bytes waiting`)),
-        ),
-      );
-      finish();
+      abandon("RUNNEL_ERR_SLOW_CLIENT", `the client read too slowly: more than ${options.maxBufferBytes} bytes waiting`, "slow client");
       // The error event waits behind everything the client has not read. Give
       // it a while to read on; a client that never does is cut off, so its
       // buffered bytes are released.
       setTimeout(() => {
         if (!response.writableFinished) response.destroy();
       }, SLOW_CLIENT_LINGER_MS).unref();
-      options.onClientGone("slow client");
     }
   });
 
   return {
     shutdown() {
-      if (ended) return;
-      const seq = session.lastSeq + 1;
-      if (headersSent) {
-        write(
-          frame(
-            { streamId: session.streamId, seq, event: undefined },
-            JSON.stringify(openAIErrorBody("RUNNEL_ERR_SHUTTING_DOWN", "the ingress is shutting down; resume the stream elsewhere")),
-          ),
-        );
-      } else {
-        headersSent = true;
-        response.writeHead(503, { "content-type": "application/json", "x-runnel-stream-id": session.streamId });
-        response.write(JSON.stringify(openAIErrorBody("RUNNEL_ERR_SHUTTING_DOWN", "the ingress is shutting down; retry")));
-      }
-      finish();
+      abandon("RUNNEL_ERR_SHUTTING_DOWN", "the ingress is shutting down; retry the request", "ingress shutting down");
     },
   };
 }

@@ -93,13 +93,16 @@ export function buildWorker(deps: WorkerDeps): Worker {
       return;
     }
     const controller = new AbortController();
-    // Keep the job's ack alive while the stream runs: redelivery only follows a dead worker.
-    const keepAlive = setInterval(() => message.working(), Math.max(100, Math.floor(deps.ackWaitMs / 3)));
     const entry: Running = {
       controller,
       provider: undefined,
-      done: runJob({ bus, records, workerId, log, routing: () => table, adapterFor }, job, controller, (provider) => {
-        entry.provider = provider;
+      done: runJob({ bus, records, workerId, log, routing: () => table, adapterFor }, job, controller, {
+        onProvider: (provider) => {
+          entry.provider = provider;
+        },
+        // Well within the ack deadline: redelivery only follows a dead worker.
+        keepAlive: () => message.working(),
+        keepAliveMs: Math.max(100, Math.floor(deps.ackWaitMs / 3)),
       })
         .then(
           () => message.ack(),
@@ -109,7 +112,6 @@ export function buildWorker(deps: WorkerDeps): Worker {
           },
         )
         .finally(() => {
-          clearInterval(keepAlive);
           running.delete(job.streamId);
           wakeSlot?.();
         }),

@@ -6,15 +6,20 @@
  */
 import {
   type Bus,
+  decodeEvent,
+  ERRORS,
+  EVENTS_STREAM,
   type EventBody,
   EventSequencer,
   encodeEvent,
   eventsSubject,
+  isTerminal,
   type Job,
   type Logger,
   type RoutingTable,
   RunnelError,
   type StoredRecord,
+  type StreamEvent,
   StreamPhase,
   type StreamRecords,
   toRunnelError,
@@ -42,12 +47,15 @@ export class CancelReason extends Error {
   }
 }
 
-export async function runJob(
-  context: JobContext,
-  job: Job,
-  controller: AbortController,
-  onProvider: (provider: string | undefined) => void,
-): Promise<JobOutcome> {
+export interface JobHooks {
+  /** Reports the provider serving the stream (undefined once it ended), for heartbeats. */
+  readonly onProvider: (provider: string | undefined) => void;
+  /** Keeps the job's ack alive; called every `keepAliveMs` while the stream runs. */
+  readonly keepAlive: () => void;
+  readonly keepAliveMs: number;
+}
+
+export async function runJob(context: JobContext, job: Job, controller: AbortController, hooks: JobHooks): Promise<JobOutcome> {
   const { bus, records, workerId } = context;
   const log = context.log.child({ stream_id: job.streamId });
   const now = Date.now();
@@ -75,11 +83,35 @@ export async function runJob(
       log.info("job cancelled before it started; not generating");
       return "skipped";
     }
-    log.warn({ phase: existing.phase, owner: existing.owner }, "stream already claimed or ended; skipping redelivered job");
+    if (existing.phase === StreamPhase.STREAM_PHASE_RUNNING) return endLostStream(context, claim.existing, subject, log);
+    log.info({ phase: existing.phase, owner: existing.owner }, "stream already ended; dropping the redelivered job");
     return "skipped";
   }
 
   let record: StoredRecord = claim.record;
+  // Keep the job's ack alive and the record fresh (a quiet stream's record is
+  // how the ingress tells a live worker from a lost one). A refresh that finds
+  // the record changed under it learns of a cancel it may have missed.
+  let refreshing: Promise<void> = Promise.resolve();
+  const refresh = setInterval(() => {
+    hooks.keepAlive();
+    refreshing = refreshing
+      .then(async () => {
+        const updated = await records.update(record, { lastSeq: sequencer.last });
+        if (updated) {
+          record = updated;
+          return;
+        }
+        const current = await records.get(job.streamId);
+        if (!current || current.state.owner !== workerId || current.state.phase === StreamPhase.STREAM_PHASE_CANCELLED) {
+          if (current) record = current;
+          controller.abort(new CancelReason("RUNNEL_ERR_CANCELLED", current?.state.cancelReason || "the stream's record no longer names this worker"));
+          return;
+        }
+        record = current;
+      })
+      .catch((error: unknown) => log.warn({ err: error }, "refreshing the stream record failed"));
+  }, hooks.keepAliveMs);
   let outcome: JobOutcome = "failed";
   let errorCode = "";
   let providerName = "";
@@ -98,7 +130,7 @@ export async function runJob(
       );
     }
     providerName = provider.name;
-    onProvider(provider.name);
+    hooks.onProvider(provider.name);
     const adapter = context.adapterFor(provider.type);
     let terminal: EventBody | undefined;
     const includeUsage = job.request?.includeUsage === true;
@@ -134,7 +166,9 @@ export async function runJob(
       log,
     );
   } finally {
-    onProvider(undefined);
+    hooks.onProvider(undefined);
+    clearInterval(refresh);
+    await refreshing;
   }
 
   // Record the end. A cancel recorded meanwhile wins: the record stays cancelled.
@@ -152,6 +186,47 @@ export async function runJob(
   }
   log.debug({ outcome, events: sequencer.last }, "stream ended");
   return outcome;
+}
+
+/**
+ * A job came back while its record says RUNNING: the worker that owned it
+ * stopped keeping it alive (it died, or hung past the ack deadline), or this
+ * worker restarted. Until streams can be taken over, the stream is ended
+ * honestly: the record is moved to FAILED (compare-and-set, so only one
+ * worker does this) and a RUNNEL_ERR_WORKER_LOST event follows the last
+ * event in the log.
+ */
+async function endLostStream(context: JobContext, existing: StoredRecord, subject: string, log: Logger): Promise<JobOutcome> {
+  const { bus, records, workerId } = context;
+  const taken = await records.update(existing, { phase: StreamPhase.STREAM_PHASE_FAILED, owner: workerId, errorCode: "RUNNEL_ERR_WORKER_LOST" });
+  if (!taken) return "skipped";
+  const last = await lastEvent(bus, subject);
+  if (last && isTerminal(last)) return "skipped";
+  const sequencer = new EventSequencer(existing.state.streamId, last?.seq ?? 0);
+  const message = `worker ${existing.state.owner} stopped while generating this stream`;
+  log.warn({ lost_worker: existing.state.owner, last_seq: sequencer.last }, message);
+  await publishTerminal(
+    bus,
+    subject,
+    sequencer.next({
+      $case: "error",
+      value: { code: "RUNNEL_ERR_WORKER_LOST", message, retryable: true, httpStatus: ERRORS.RUNNEL_ERR_WORKER_LOST.httpStatus },
+    }),
+    log,
+  );
+  await records.update(taken, { lastSeq: sequencer.last });
+  return "failed";
+}
+
+/** The last event of a stream in the replay log, if any. */
+async function lastEvent(bus: Bus, subject: string): Promise<StreamEvent | undefined> {
+  try {
+    const stored = await bus.jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: subject });
+    return stored ? decodeEvent(stored.data) : undefined;
+  } catch (error) {
+    if (error instanceof Error && /no message found/i.test(error.message)) return undefined;
+    throw error;
+  }
 }
 
 function cancelledEvent(reason: string): EventBody {

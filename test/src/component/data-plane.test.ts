@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
+import { StreamSession } from "@runnel/ingress";
 import { buildMockProvider, type MockProvider, mockText } from "@runnel/mock-provider";
 import {
   type Bus,
@@ -21,6 +22,7 @@ import {
   controlPlane,
   createLogger,
   decodeEvent,
+  encodeEvent,
   encodeJob,
   ensureTopology,
   eventsSubject,
@@ -265,6 +267,75 @@ models:
       (error: Error & { code?: number }) => error.code === 5,
     );
     admin.close();
+  });
+
+  test("a job redelivered after its worker died ends the stream with RUNNEL_ERR_WORKER_LOST after the last logged event", async () => {
+    const streamId = newStreamId();
+    const upstream = `mock?seed=${Math.floor(Math.random() * 1e9)}`;
+    const now = Date.now();
+    // What a worker that died mid-stream leaves behind: its claim and the events it published.
+    const claimed = await records.claim({
+      streamId,
+      phase: StreamPhase.STREAM_PHASE_RUNNING,
+      model: "mock",
+      owner: "dead-worker",
+      provider: "mock",
+      createdAtMs: now,
+      updatedAtMs: now,
+      lastSeq: 0,
+      errorCode: "",
+      cancelReason: "",
+    });
+    assert.equal(claimed.claimed, true);
+    await bus.js.publish(
+      eventsSubject(streamId),
+      encodeEvent({ streamId, seq: 1, event: { $case: "started", value: { provider: "mock", model: "mock", attempt: 1 } } }),
+    );
+    await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 2, event: { $case: "textDelta", value: { text: "half an" } } }));
+    const stream = listen(streamId);
+    await submit(job(streamId, upstream));
+    const events = await stream.done;
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.seq, 3);
+    const body = events[0]?.event;
+    assert.equal(body?.$case === "error" ? body.value.code : body?.$case, "RUNNEL_ERR_WORKER_LOST");
+    const record = await records.get(streamId);
+    assert.equal(record?.state.phase, StreamPhase.STREAM_PHASE_FAILED);
+    assert.equal(record?.state.errorCode, "RUNNEL_ERR_WORKER_LOST");
+    assert.equal(mock.journal.entries().filter((entry) => entry.model === upstream).length, 0, "not generated again");
+  });
+
+  test("the ingress's stream session: in order, duplicates dropped, a gap is an explicit error", async () => {
+    const streamId = newStreamId();
+    const session = new StreamSession(bus.nc, streamId);
+    const delivered: StreamEvent[] = [];
+    session.attach((event) => delivered.push(event));
+    const text = (seq: number): StreamEvent => ({ streamId, seq, event: { $case: "textDelta", value: { text: String(seq) } } });
+    for (const seq of [1, 2, 2, 1, 3, 5, 6]) bus.nc.publish(eventsSubject(streamId), encodeEvent(text(seq)));
+    await bus.nc.flush();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(
+      delivered.map((event) => event.seq),
+      [1, 2, 3, 0],
+    );
+    const gap = delivered.at(-1)?.event;
+    assert.equal(gap?.$case === "error" ? gap.value.code : gap?.$case, "RUNNEL_ERR_EVENT_GAP");
+    assert.equal(session.ended, true);
+  });
+
+  test("the ingress's stream session: events before attach are kept (bounded) and delivered, overflow ends with an error", async () => {
+    const streamId = newStreamId();
+    const session = new StreamSession(bus.nc, streamId);
+    for (let seq = 1; seq <= 1100; seq++)
+      bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: "x" } } }));
+    await bus.nc.flush();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const delivered: StreamEvent[] = [];
+    session.attach((event) => delivered.push(event));
+    assert.equal(delivered.length, 1025);
+    assert.equal(delivered[1023]?.seq, 1024);
+    const last = delivered.at(-1)?.event;
+    assert.equal(last?.$case === "error" ? last.value.code : last?.$case, "RUNNEL_ERR_EVENT_GAP");
   });
 
   test("two workers claiming one stream: exactly one wins", async () => {
