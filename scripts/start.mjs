@@ -9,10 +9,36 @@ if (natsServer) process.env.NATS_SERVER_BIN = natsServer;
 
 const { startNats, startStack } = await import(join(ROOT, "test", "dist", "index.js"));
 
-const port = Number(process.env.PORT ?? 8080);
-const nats = await startNats({ forceLocal: !process.env.NATS_URL });
+let nats;
 let stack;
+let stopping = false;
+
+/** Stops everything started so far, then exits with `code`. Safe to call at any point, once. */
+async function shutdown(code) {
+  if (stopping) return;
+  stopping = true;
+  process.stdout.write("\nstopping...\n");
+  try {
+    await stack?.stop();
+    await nats?.stop();
+  } finally {
+    process.exit(code);
+  }
+}
+
+// Installed before anything starts, so a signal during start-up stops what is already running.
+process.on("SIGINT", () => void shutdown(0));
+process.on("SIGTERM", () => void shutdown(0));
+// Last resort if this process dies some other way: no child may outlive it.
+process.on("exit", () => {
+  for (const child of [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [])) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+});
+
+const port = Number(process.env.PORT ?? 8080);
 try {
+  nats = await startNats({ forceLocal: !process.env.NATS_URL });
   stack = await startStack({
     natsUrl: nats.url,
     ingressPort: port,
@@ -25,8 +51,7 @@ try {
   });
 } catch (error) {
   process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
-  await nats.stop();
-  process.exit(1);
+  await shutdown(1);
 }
 
 process.stdout.write(
@@ -41,21 +66,10 @@ process.stdout.write(
   ].join("\n"),
 );
 
-let stopping = false;
-const shutdown = async () => {
-  if (stopping) return;
-  stopping = true;
-  process.stdout.write("\nstopping...\n");
-  await stack.stop();
-  await nats.stop();
-  process.exit(0);
-};
-process.on("SIGINT", shutdown);
-process.on("SIGTERM", shutdown);
 for (const service of stack.services.values()) {
   service.process.once("exit", (code, signal) => {
     if (stopping) return;
     process.stderr.write(`${service.name} exited unexpectedly (${code ?? signal}); stopping the stack\n`);
-    void shutdown().then(() => process.exit(1));
+    void shutdown(1);
   });
 }

@@ -89,7 +89,13 @@ async function startLocal(options: StartNatsOptions): Promise<NatsHandle> {
     child.once("exit", (code) => reject(new Error(`nats-server exited with ${code} before it was ready: ${stderr}`)));
   });
   exited.catch(() => {});
-  await Promise.race([waitForPort("127.0.0.1", port, 15_000), exited]);
+  try {
+    await Promise.race([waitForPort("127.0.0.1", port, 15_000), exited]);
+  } catch (error) {
+    child.kill("SIGKILL");
+    await rm(store, { recursive: true, force: true });
+    throw error;
+  }
   let stopped = false;
   const stop = async () => {
     if (stopped) return;

@@ -12,6 +12,8 @@ export interface ChunkContext {
   readonly created: number;
   /** The model named in chunks: the public model until the worker reports what serves it. */
   model: string;
+  /** The chunk envelope up to the delta, built once per model (the per-token path only appends). */
+  prefix?: string | undefined;
 }
 
 function usageJson(usage: Usage) {
@@ -24,14 +26,13 @@ function usageJson(usage: Usage) {
   };
 }
 
-function chunk(context: ChunkContext, delta: Record<string, unknown>, finishReason: string | null = null): string {
-  return JSON.stringify({
-    id: context.id,
-    object: "chat.completion.chunk",
-    created: context.created,
-    model: context.model,
-    choices: [{ index: 0, delta, finish_reason: finishReason }],
-  });
+/**
+ * One `chat.completion.chunk` with a single choice. Every dynamic value goes
+ * through JSON.stringify; only the constant envelope is cached.
+ */
+function chunk(context: ChunkContext, deltaJson: string, finishReason: string | null = null): string {
+  context.prefix ??= `{"id":${JSON.stringify(context.id)},"object":"chat.completion.chunk","created":${context.created},"model":${JSON.stringify(context.model)},"choices":[{"index":0,"delta":`;
+  return `${context.prefix}${deltaJson},"finish_reason":${finishReason === null ? "null" : JSON.stringify(finishReason)}}]}`;
 }
 
 /**
@@ -43,12 +44,13 @@ export function encodeChunk(context: ChunkContext, event: StreamEvent): string |
   switch (body?.$case) {
     case "started":
       context.model = body.value.model || context.model;
-      return chunk(context, { role: "assistant", content: "" });
+      context.prefix = undefined;
+      return chunk(context, '{"role":"assistant","content":""}');
     case "textDelta":
-      return chunk(context, { content: body.value.text });
+      return chunk(context, `{"content":${JSON.stringify(body.value.text)}}`);
     case "reasoningDelta":
       // The field DeepSeek, vLLM and most compatible clients read reasoning from.
-      return chunk(context, { reasoning_content: body.value.text });
+      return chunk(context, `{"reasoning_content":${JSON.stringify(body.value.text)}}`);
     case "toolCallDelta": {
       const call: Record<string, unknown> = { index: body.value.index };
       if (body.value.id) {
@@ -58,7 +60,7 @@ export function encodeChunk(context: ChunkContext, event: StreamEvent): string |
       const fn: Record<string, string> = { arguments: body.value.arguments };
       if (body.value.name) fn.name = body.value.name;
       call.function = fn;
-      return chunk(context, { tool_calls: [call] });
+      return chunk(context, JSON.stringify({ tool_calls: [call] }));
     }
     case "usage":
       return JSON.stringify({
@@ -70,7 +72,7 @@ export function encodeChunk(context: ChunkContext, event: StreamEvent): string |
         usage: usageJson(body.value),
       });
     case "done":
-      return chunk(context, {}, openAIFinishReason(body.value.finishReason));
+      return chunk(context, "{}", openAIFinishReason(body.value.finishReason));
     case "error":
       return JSON.stringify(openAIErrorBody(body.value.code, body.value.message));
     default:

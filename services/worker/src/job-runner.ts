@@ -119,6 +119,8 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
     bus.nc.publish(subject, encodeEvent(sequencer.next(body)));
   };
 
+  /** Set once `done` is published; nothing may follow it. */
+  let terminal: Promise<void> | undefined;
   try {
     const route = job.routes[0];
     const table = context.routing();
@@ -132,7 +134,6 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
     providerName = provider.name;
     hooks.onProvider(provider.name);
     const adapter = context.adapterFor(provider.type);
-    let terminal: EventBody | undefined;
     const includeUsage = job.request?.includeUsage === true;
     await adapter.stream({
       request: job.request ?? { messages: [], stop: [], tools: [], toolChoiceJson: "", includeUsage: false, user: "" },
@@ -141,7 +142,8 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       signal: controller.signal,
       emit: (body) => {
         if (body.$case === "done") {
-          terminal = body;
+          // Published at once: the adapter may still be tidying up its connection.
+          terminal = publishTerminal(bus, subject, sequencer.next(body), log);
           return;
         }
         // The worker always asks the provider for usage; the stream carries it only when the client asked.
@@ -150,21 +152,28 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       },
     });
     if (!terminal) throw new RunnelError("RUNNEL_ERR_INTERNAL", "adapter resolved without a done event");
-    await publishTerminal(bus, subject, sequencer.next(terminal), log);
+    await terminal;
     outcome = "done";
   } catch (caught) {
-    const reason = controller.signal.reason;
-    const error =
-      controller.signal.aborted && reason instanceof CancelReason ? new RunnelError(reason.code, reason.message, { cause: caught }) : toRunnelError(caught);
-    errorCode = error.code;
-    outcome = error.code === "RUNNEL_ERR_CANCELLED" ? "cancelled" : "failed";
-    if (outcome === "failed") log.warn({ code: error.code, err: error.message }, "stream failed");
-    await publishTerminal(
-      bus,
-      subject,
-      sequencer.next({ $case: "error", value: { code: error.code, message: error.message, retryable: error.retryable, httpStatus: error.httpStatus } }),
-      log,
-    );
+    if (terminal) {
+      // The stream already ended with done; what failed after it was tidying up the connection.
+      log.warn({ err: caught }, "provider connection failed after the stream completed");
+      await terminal;
+      outcome = "done";
+    } else {
+      const reason = controller.signal.reason;
+      const error =
+        controller.signal.aborted && reason instanceof CancelReason ? new RunnelError(reason.code, reason.message, { cause: caught }) : toRunnelError(caught);
+      errorCode = error.code;
+      outcome = error.code === "RUNNEL_ERR_CANCELLED" ? "cancelled" : "failed";
+      if (outcome === "failed") log.warn({ code: error.code, err: error.message }, "stream failed");
+      await publishTerminal(
+        bus,
+        subject,
+        sequencer.next({ $case: "error", value: { code: error.code, message: error.message, retryable: error.retryable, httpStatus: error.httpStatus } }),
+        log,
+      );
+    }
   } finally {
     hooks.onProvider(undefined);
     clearInterval(refresh);

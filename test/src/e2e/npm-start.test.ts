@@ -119,3 +119,38 @@ test("npm start serves a streamed completion to curl -N and SIGTERM leaves no pr
     if (child.exitCode === null) child.kill("SIGKILL");
   }
 });
+
+test("when a service dies, npm start stops the rest and exits non-zero", { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const mockPort = await freePort();
+  const { NATS_URL: _ignored, ...env } = process.env;
+  const child = spawn(process.execPath, [join(REPO_ROOT, "scripts", "start.mjs")], {
+    cwd: REPO_ROOT,
+    env: { ...env, PORT: String(port), MOCK_PORT: String(mockPort), LOG_LEVEL: "warn" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    await waitForOutput(child, /Runnel is ready at/, 90_000);
+    const started = descendants(child.pid ?? 0);
+    const worker = started.find((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(join("services", "worker", "dist", "main.js"));
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(worker, "found the worker process");
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    process.kill(worker, "SIGKILL");
+    assert.equal(await exited, 1);
+    const deadline = Date.now() + 5_000;
+    let left = started.filter(alive);
+    while (left.length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      left = started.filter(alive);
+    }
+    assert.deepEqual(left, []);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
+});

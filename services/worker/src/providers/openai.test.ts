@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, type TestContext, test } from "node:test";
 import { type ChatRequest, type controlPlane, type EventBody, FinishReason, RunnelError } from "@runnel/shared";
@@ -253,6 +253,7 @@ interface Upstream {
   seen: SeenRequest[];
   /** Resolves with performance.now() when the server sees the first request's socket close. */
   socketClosed: Promise<number>;
+  server: Server;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -297,6 +298,7 @@ async function upstream(t: TestContext, handler: Handler, timeouts = TIMEOUTS): 
     agents,
     seen,
     socketClosed,
+    server,
   };
 }
 
@@ -487,6 +489,52 @@ describe("OpenAI adapter against an HTTP server", () => {
       ],
     );
     assert.equal(events.at(-1)?.$case, "done");
+  });
+
+  test("only malformed chunks then [DONE] rejects with RUNNEL_ERR_PROVIDER_BAD_RESPONSE, never an empty success", BOUNDED, async (t) => {
+    const up = await upstream(t, answer("{oops", "{also not json", "[DONE]"));
+    const { events, result } = run(up);
+    await assert.rejects(result, (error: unknown) => error instanceof RunnelError && error.code === "RUNNEL_ERR_PROVIDER_BAD_RESPONSE");
+    assert.equal(
+      events.some((event) => event.$case === "done"),
+      false,
+    );
+  });
+
+  test("the connection is reused when the body's end arrives after [DONE]", BOUNDED, async (t) => {
+    let connections = 0;
+    const up = await upstream(t, (_req, res) => {
+      startSse(res);
+      res.write(frame(deltaChunk({ content: "hi" })) + frame(deltaChunk({}, "stop")) + frame("[DONE]"));
+      // The chunked terminator in a later packet, as real servers often send it.
+      setTimeout(() => res.end(), 20);
+    });
+    const server = up.server;
+    server.on("connection", () => {
+      connections += 1;
+    });
+    for (let index = 0; index < 5; index++) {
+      const { events, result } = run(up);
+      await result;
+      assert.equal(events.at(-1)?.$case, "done");
+    }
+    // Not one connection per stream (a connection being released as the next request starts may add one).
+    assert.ok(connections <= 2, `${connections} connections for 5 streams`);
+  });
+
+  test("done is emitted as soon as [DONE] arrives, before the body ends", BOUNDED, async (t) => {
+    let release: () => void = () => {};
+    const up = await upstream(t, (_req, res) => {
+      startSse(res);
+      res.write(frame(deltaChunk({ content: "hi" })) + frame(deltaChunk({}, "stop")) + frame("[DONE]"));
+      release = () => res.end();
+    });
+    const { events, result } = run(up);
+    const deadline = Date.now() + 2_000;
+    while (!events.some((event) => event.$case === "done") && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(events.at(-1)?.$case, "done");
+    release();
+    await result;
   });
 
   test("a 429 with Retry-After rejects with RUNNEL_ERR_PROVIDER_RATE_LIMITED carrying the provider's message", BOUNDED, async (t) => {

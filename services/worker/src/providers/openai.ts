@@ -160,6 +160,10 @@ function safeJson(text: string): unknown {
   }
 }
 
+/** After [DONE], how long the rest of the body may take to arrive, so the connection can go back to the pool. */
+const DRAIN_AFTER_DONE_MS = 1_000;
+const STREAM_DECODE = { stream: true } as const;
+
 /** Reads the SSE body to its end and maps each chunk. Resolves only on an honest end. */
 async function readStream(
   body: AsyncIterable<Uint8Array>,
@@ -170,8 +174,21 @@ async function readStream(
   let finish: FinishReason | undefined;
   let sawDone = false;
   let sawToken = false;
+  let validChunks = 0;
+  let malformedChunks = 0;
   let pendingUsage: EventBody | undefined;
   let streamError: RunnelError | undefined;
+  const token = (event: EventBody) => {
+    if (!sawToken) {
+      sawToken = true;
+      watchdog.touch();
+    }
+    call.emit(event);
+  };
+  const malformed = (reason: string) => {
+    malformedChunks += 1;
+    onMalformed?.(reason);
+  };
   const parser = createParser({
     onEvent(event) {
       if (sawDone || streamError) return;
@@ -184,14 +201,15 @@ async function readStream(
       try {
         json = JSON.parse(event.data);
       } catch {
-        onMalformed?.("not JSON");
+        malformed("not JSON");
         return;
       }
       const parsed = ChunkSchema.safeParse(json);
       if (!parsed.success) {
-        onMalformed?.(parsed.error.issues[0]?.message ?? "schema");
+        malformed(parsed.error.issues[0]?.message ?? "schema");
         return;
       }
+      validChunks += 1;
       const chunk = parsed.data;
       if (chunk.error) {
         streamError = new RunnelError("RUNNEL_ERR_PROVIDER_UNAVAILABLE", `provider reported an error mid-stream: ${chunk.error.message}`);
@@ -202,27 +220,11 @@ async function readStream(
         const delta = choice.delta;
         if (delta) {
           const reasoning = delta.reasoning_content ?? delta.reasoning;
-          if (reasoning) {
-            if (!sawToken) {
-              sawToken = true;
-              watchdog.touch();
-            }
-            call.emit({ $case: "reasoningDelta", value: { text: reasoning } });
-          }
-          if (delta.content) {
-            if (!sawToken) {
-              sawToken = true;
-              watchdog.touch();
-            }
-            call.emit({ $case: "textDelta", value: { text: delta.content } });
-          }
+          if (reasoning) token({ $case: "reasoningDelta", value: { text: reasoning } });
+          if (delta.content) token({ $case: "textDelta", value: { text: delta.content } });
           if (delta.tool_calls) {
-            if (!sawToken) {
-              sawToken = true;
-              watchdog.touch();
-            }
             for (const tool of delta.tool_calls) {
-              call.emit({
+              token({
                 $case: "toolCallDelta",
                 value: { index: tool.index, id: tool.id ?? "", name: tool.function?.name ?? "", arguments: tool.function?.arguments ?? "" },
               });
@@ -245,12 +247,18 @@ async function readStream(
     },
   });
   const decoder = new TextDecoder();
-  for await (const bytes of body) {
-    parser.feed(decoder.decode(bytes, { stream: true }));
+  const chunks = body[Symbol.asyncIterator]();
+  for (;;) {
+    const { value, done } = await chunks.next();
+    if (done) break;
+    parser.feed(decoder.decode(value, STREAM_DECODE));
     if (streamError) throw streamError;
     if (sawDone) break;
   }
   if (streamError) throw streamError;
+  if (validChunks === 0 && malformedChunks > 0) {
+    throw new RunnelError("RUNNEL_ERR_PROVIDER_BAD_RESPONSE", `none of the provider's ${malformedChunks} chunks was valid`);
+  }
   // Either terminator is an honest end: a finish reason without [DONE] is a
   // quirk of several compatible servers, [DONE] without a finish reason of others.
   if (finish === undefined) {
@@ -259,4 +267,18 @@ async function readStream(
   }
   if (pendingUsage) call.emit(pendingUsage);
   call.emit({ $case: "done", value: { finishReason: finish } });
+  // The client has its answer; read the end of the body (usually already
+  // here) so the keep-alive connection returns to the pool instead of being
+  // destroyed. A server that keeps it open past the limit loses it.
+  if (sawDone) await drain(chunks, DRAIN_AFTER_DONE_MS);
+}
+
+async function drain(chunks: AsyncIterator<Uint8Array>, limitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const rest = (async () => {
+    for (;;) if ((await chunks.next()).done) return;
+  })();
+  rest.catch(() => {});
+  await Promise.race([rest, new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+  clearTimeout(timer);
 }
