@@ -244,6 +244,7 @@ describe("other routes", () => {
       "clientClosedAt",
       "fail",
       "finished",
+      "format",
       "headersSentAt",
       "id",
       "model",
@@ -253,6 +254,7 @@ describe("other routes", () => {
       "tokensSent",
     ]);
     assert.equal(streamed?.model, "mock?tokens=2");
+    assert.equal(streamed?.format, "openai");
     assert.equal(streamed?.stream, true);
     assert.equal(streamed?.authorization, true);
     assert.equal(streamed?.tokensSent, 2);

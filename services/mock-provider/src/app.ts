@@ -1,15 +1,20 @@
 /**
- * The mock provider's HTTP server (plain node:http): the OpenAI routes, the
+ * The mock provider's HTTP server (plain node:http): the chat routes of three
+ * wire formats (OpenAI `/v1/chat/completions`, Anthropic `/v1/messages`,
+ * Gemini `/v1beta/models/{model}:streamGenerateContent|generateContent`), the
  * probes, and the journal routes tests read.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { ANTHROPIC_WIRE } from "./anthropic.js";
 import { completeOnce, streamCompletion } from "./completion.js";
-import { type Exchange, isAbort, send, sendError } from "./exchange.js";
-import { errorReplyFor, INTERNAL_ERROR_REPLY } from "./failures.js";
+import { type Exchange, isAbort, markHeadersSent, send, sendError } from "./exchange.js";
+import { INTERNAL_ERROR_REPLY } from "./failures.js";
+import { GEMINI_WIRE } from "./gemini.js";
 import { JOURNAL_LIMIT, Journal, type JournalEntry } from "./journal.js";
-import { type ChatRequest, type CompletionHeader, errorBody, invalidRequest, modelsBody, parseChatRequest } from "./openai.js";
+import { type ChatRequest, type CompletionHeader, errorBody, modelsBody } from "./openai.js";
 import { parseScenario, type Scenario, type ScenarioDefaults, ScenarioError } from "./scenario.js";
+import { type MockWire, OPENAI_WIRE, type RouteFacts, type WireError } from "./wire.js";
 
 /** A log line the app emits: `msg` says what happened, the other fields give details. */
 export interface LogLine {
@@ -99,12 +104,31 @@ export function buildMockProvider(options: MockProviderOptions = {}): MockProvid
   };
 }
 
+/** `/v1beta/models/{model}:{method}`: Gemini puts the model and the call in the path. */
+const GEMINI_PATH = /^\/v1beta\/models\/([^/:]+):(streamGenerateContent|generateContent)$/;
+
 async function handle(state: AppState, request: IncomingMessage, response: ServerResponse): Promise<void> {
-  const path = (request.url ?? "/").split("?")[0];
+  const url = request.url ?? "/";
+  const path = url.split("?")[0] ?? "/";
   const method = request.method ?? "GET";
   if (path === "/v1/chat/completions") {
     if (method !== "POST") return methodNotAllowed(state, request, response, "POST");
-    return handleChat(state, request, response);
+    return handleChat(state, request, response, OPENAI_WIRE, {});
+  }
+  if (path === "/v1/messages") {
+    if (method !== "POST") return methodNotAllowed(state, request, response, "POST");
+    return handleChat(state, request, response, ANTHROPIC_WIRE, {});
+  }
+  const gemini = GEMINI_PATH.exec(path);
+  if (gemini) {
+    if (method !== "POST") return methodNotAllowed(state, request, response, "POST");
+    const stream = gemini[2] === "streamGenerateContent";
+    if (stream && new URLSearchParams(url.slice(path.length + 1)).get("alt") !== "sse") {
+      // The real API streams a JSON array without alt=sse; the mock speaks SSE only.
+      const reply = GEMINI_WIRE.invalid("mock-provider: streamGenerateContent is served with alt=sse only", null);
+      return send(createExchange(state, request, response, null), reply.status, reply.body, reply.headers);
+    }
+    return handleChat(state, request, response, GEMINI_WIRE, { model: decodeURIComponent(gemini[1] ?? ""), stream });
   }
   const exchange = createExchange(state, request, response, null);
   switch (path) {
@@ -219,10 +243,11 @@ async function readBody(request: IncomingMessage, limit: number): Promise<string
   return Buffer.concat(chunks).toString("utf8");
 }
 
-async function handleChat(state: AppState, request: IncomingMessage, response: ServerResponse): Promise<void> {
+async function handleChat(state: AppState, request: IncomingMessage, response: ServerResponse, wire: MockWire, route: RouteFacts): Promise<void> {
   state.nextId += 1;
   const entry: JournalEntry = {
-    id: `chatcmpl-mock-${state.nextId}`,
+    id: `${wire.idPrefix}${state.nextId}`,
+    format: wire.name,
     model: null,
     fail: null,
     stream: false,
@@ -233,10 +258,11 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     finished: false,
     clientClosed: false,
     clientClosedAt: null,
-    authorization: request.headers.authorization !== undefined,
+    authorization: wire.hasCredentials(request.headers),
   };
   state.journal.add(entry);
   const exchange = createExchange(state, request, response, entry);
+  const reply = (error: WireError) => send(exchange, error.status, error.body, error.headers);
 
   let text: string | null;
   try {
@@ -245,17 +271,10 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     if (isAbort(exchange, error) || request.destroyed) return; // The peer went away mid-body; the close handler recorded it.
     throw error;
   }
-  if (text === null) {
-    sendError(
-      exchange,
-      { status: 413, message: `The request body exceeds ${MAX_BODY_BYTES} bytes.`, type: "invalid_request_error", param: null, code: "request_too_large" },
-      { connection: "close" },
-    );
-    return;
-  }
+  if (text === null) return reply(wire.tooLarge(`The request body exceeds ${MAX_BODY_BYTES} bytes.`));
 
-  const parsed = parseChatRequest(text);
-  if (!parsed.ok) return sendError(exchange, parsed.error);
+  const parsed = wire.parse(text, route);
+  if (!parsed.ok) return reply(parsed.error);
   const chat = parsed.request;
   entry.model = chat.model;
   entry.stream = chat.stream;
@@ -265,21 +284,23 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
   try {
     scenario = parseScenario(chat.model, state.defaults);
   } catch (error) {
-    if (error instanceof ScenarioError) return sendError(exchange, invalidRequest(error.message, "model", "invalid_scenario"));
+    if (error instanceof ScenarioError) return reply(wire.invalid(error.message, "model"));
     throw error;
   }
   entry.fail = scenario.fail;
   state.journal.changed(entry);
 
   try {
-    await answer(state, exchange, chat, scenario);
+    await answer(state, exchange, chat, scenario, wire);
   } catch (error) {
     if (isAbort(exchange, error)) return; // The connection closed; nothing more to write.
     throw error;
   }
 }
 
-async function answer(state: AppState, exchange: Exchange, chat: ChatRequest, scenario: Scenario): Promise<void> {
+async function answer(state: AppState, exchange: Exchange, chat: ChatRequest, scenario: Scenario, wire: MockWire): Promise<void> {
+  const reply = (error: WireError) => send(exchange, error.status, error.body, error.headers);
+  const header: CompletionHeader = { id: exchange.entry?.id ?? "mock", created: Math.floor(Date.now() / 1000), model: chat.model };
   switch (scenario.fail) {
     case "reset":
       return exchange.destroy("reset");
@@ -289,18 +310,31 @@ async function answer(state: AppState, exchange: Exchange, chat: ChatRequest, sc
       const key = scenario.key ?? "";
       if (!state.failedOnce.has(key)) {
         remember(state.failedOnce, key);
-        return sendError(exchange, INTERNAL_ERROR_REPLY.error);
+        return reply(wire.internalError());
       }
       break;
     }
+    case "no-prefill":
+      if (chat.endsWithAssistant) return reply(wire.prefillRejected());
+      break;
+    case "content-policy":
+      if (wire.blockedPrompt) {
+        const body = wire.blockedPrompt(header, chat, chat.stream);
+        if (exchange.entry) exchange.entry.status = 200;
+        if (!chat.stream) return send(exchange, 200, body);
+        exchange.response.writeHead(200, { "content-type": wire.streamContentType, "cache-control": "no-cache" });
+        markHeadersSent(exchange, 200);
+        exchange.response.end(body);
+        return;
+      }
+      return reply(wire.failure(scenario, chat) ?? wire.internalError());
     default: {
-      const reply = errorReplyFor(scenario, chat.model, chat.promptTokens);
-      if (reply) return sendError(exchange, reply.error, reply.headers);
+      const failure = wire.failure(scenario, chat);
+      if (failure) return reply(failure);
     }
   }
-  const header: CompletionHeader = { id: exchange.entry?.id ?? "chatcmpl-mock", created: Math.floor(Date.now() / 1000), model: chat.model };
-  if (chat.stream) await streamCompletion(exchange, chat, scenario, header);
-  else await completeOnce(exchange, chat, scenario, header);
+  if (chat.stream) await streamCompletion(exchange, chat, scenario, header, wire);
+  else await completeOnce(exchange, chat, scenario, header, wire);
 }
 
 function remember(keys: Set<string>, key: string): void {

@@ -4,19 +4,10 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Exchange, markHeadersSent, send, write } from "./exchange.js";
-import {
-  type ChatRequest,
-  type CompletionHeader,
-  chunkEvent,
-  completionBody,
-  DONE_EVENT,
-  type FinishReason,
-  MALFORMED_EVENT,
-  usage,
-  usageEvent,
-} from "./openai.js";
+import type { ChatRequest, CompletionHeader, FinishReason } from "./openai.js";
 import type { Scenario } from "./scenario.js";
 import { mockText, tokenGenerator } from "./text.js";
+import type { MockWire } from "./wire.js";
 
 /** What a completion will contain once the request's limits are applied. */
 export interface CompletionPlan {
@@ -41,19 +32,21 @@ function recordTokens(exchange: Exchange, tokens: number): void {
 }
 
 /**
- * Streams the completion as OpenAI server-sent events: the role chunk at
- * once, the first content token after ttft, then one token every itl, the
- * finish chunk, the usage chunk when asked for, and `data: [DONE]`.
+ * Streams the completion in the wire format: what the format sends before
+ * the first token at once, the first content token after ttft, then one
+ * token every itl, the finish (with usage when the format sends it, or the
+ * OpenAI request asked for it), and the end marker.
  * Rejects with an AbortError if the connection closes first.
  */
-export async function streamCompletion(exchange: Exchange, chat: ChatRequest, scenario: Scenario, header: CompletionHeader): Promise<void> {
+export async function streamCompletion(exchange: Exchange, chat: ChatRequest, scenario: Scenario, header: CompletionHeader, wire: MockWire): Promise<void> {
   const { request, response, signal } = exchange;
   const plan = planCompletion(chat, scenario);
   request.socket.setNoDelay(true);
-  response.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-request-id": header.id });
+  response.writeHead(200, { "content-type": wire.streamContentType, "cache-control": "no-cache", "x-request-id": header.id });
   response.flushHeaders();
   markHeadersSent(exchange, 200);
-  await write(exchange, chunkEvent(header, { role: "assistant", content: "" }, null));
+  const start = wire.streamStart(header, chat);
+  if (start) await write(exchange, start);
   if (scenario.ttftMs > 0) await sleep(scenario.ttftMs, undefined, { signal });
 
   const tokens = tokenGenerator(scenario.seed);
@@ -64,27 +57,27 @@ export async function streamCompletion(exchange: Exchange, chat: ChatRequest, sc
         exchange.destroy("close");
         return;
       }
-      if (scenario.fail === "malformed") await write(exchange, MALFORMED_EVENT);
+      if (scenario.fail === "malformed") await write(exchange, wire.malformed);
     }
     if (index === plan.count) break;
     if (index > 0 && scenario.itlMs > 0) await sleep(scenario.itlMs, undefined, { signal });
-    await write(exchange, chunkEvent(header, { content: tokens.next().value }, null));
+    await write(exchange, wire.token(header, chat, tokens.next().value));
     recordTokens(exchange, index + 1);
   }
 
-  await write(exchange, chunkEvent(header, {}, plan.finishReason));
-  if (chat.includeUsage || scenario.usage === "always") await write(exchange, usageEvent(header, usage(chat.promptTokens, plan.count)));
-  if (scenario.fail !== "no-done") await write(exchange, DONE_EVENT);
+  await write(exchange, wire.finish(header, chat, plan, chat.includeUsage || scenario.usage === "always"));
+  const end = wire.end(header);
+  if (end && scenario.fail !== "no-done") await write(exchange, end);
   response.end();
 }
 
 /**
- * Answers with one `chat.completion` object after ttft + tokens × itl.
+ * Answers with one completion object after ttft + tokens × itl.
  * Stream-level failures have non-stream counterparts: `stall` never answers,
  * `cut` sends the headers and half the body then closes the connection,
  * `malformed` sends a body that is not JSON; `no-done` answers normally.
  */
-export async function completeOnce(exchange: Exchange, chat: ChatRequest, scenario: Scenario, header: CompletionHeader): Promise<void> {
+export async function completeOnce(exchange: Exchange, chat: ChatRequest, scenario: Scenario, header: CompletionHeader, wire: MockWire): Promise<void> {
   const { response, signal } = exchange;
   const plan = planCompletion(chat, scenario);
   const failsEarly = scenario.fail === "stall" || scenario.fail === "cut";
@@ -94,10 +87,10 @@ export async function completeOnce(exchange: Exchange, chat: ChatRequest, scenar
 
   if (scenario.fail === "stall") return;
   if (scenario.fail === "malformed") {
-    send(exchange, 200, MALFORMED_EVENT.slice("data: ".length).trim());
+    send(exchange, 200, "{not json");
     return;
   }
-  const body = completionBody(header, mockText(plan.count, scenario.seed), plan.finishReason, usage(chat.promptTokens, plan.count));
+  const body = wire.completion(header, chat, mockText(plan.count, scenario.seed), plan);
   if (scenario.fail === "cut") {
     response.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "x-request-id": header.id });
     markHeadersSent(exchange, 200);

@@ -5,6 +5,7 @@ import { Journal, type JournalEntry } from "./journal.js";
 function entry(id: string): JournalEntry {
   return {
     id,
+    format: "openai",
     model: "mock",
     fail: null,
     stream: true,

@@ -8,8 +8,10 @@ import { EventEmitter } from "node:events";
 
 /** One chat-completion request as the mock saw it. Times are Unix epoch milliseconds. */
 export interface JournalEntry {
-  /** The completion id (`chatcmpl-mock-<n>`). */
+  /** The completion id (`chatcmpl-mock-<n>`, `msg_mock_<n>` or `gemini-mock-<n>`). */
   id: string;
+  /** The wire format of the request: `openai`, `anthropic` or `gemini`. */
+  format: "openai" | "anthropic" | "gemini";
   /** The request's `model` string, scenario included; null when the body could not be read. */
   model: string | null;
   /** The injected failure, if any. */
@@ -28,7 +30,7 @@ export interface JournalEntry {
   /** The peer closed the connection before the response finished. */
   clientClosed: boolean;
   clientClosedAt: number | null;
-  /** Whether an Authorization header came (the key itself is never stored). */
+  /** Whether the format's credential header came: Authorization, x-api-key or x-goog-api-key (the key itself is never stored). */
   authorization: boolean;
 }
 

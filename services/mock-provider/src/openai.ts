@@ -13,6 +13,8 @@ export interface ChatRequest {
   readonly maxTokens: number | null;
   /** A deterministic prompt size: words in the messages' text content. */
   readonly promptTokens: number;
+  /** The conversation ends with an assistant turn: the client asks the model to continue it (a prefill). */
+  readonly endsWithAssistant: boolean;
 }
 
 /** An OpenAI error `{"error": {...}}` with its HTTP status. */
@@ -36,17 +38,17 @@ export function invalidRequest(message: string, param: string | null = null, cod
 
 type ParseResult = { readonly ok: true; readonly request: ChatRequest } | { readonly ok: false; readonly error: OpenAIError };
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+export function isRecord(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-function countWords(text: string): number {
+export function countWords(text: string): number {
   const words = text.trim().split(/\s+/u);
   return words[0] === "" ? 0 : words.length;
 }
 
 /** Words in a message's `content`: a string, or an array of parts of which the `text` ones count. */
-function contentWords(content: unknown): number {
+export function contentWords(content: unknown): number {
   if (typeof content === "string") return countWords(content);
   if (!Array.isArray(content)) return 0;
   let words = 0;
@@ -101,6 +103,7 @@ export function parseChatRequest(text: string): ParseResult {
       ),
     };
   let promptTokens = 0;
+  let lastRole = "";
   for (const [index, message] of messages.entries()) {
     if (!isRecord(message) || typeof message.role !== "string") {
       return {
@@ -109,6 +112,7 @@ export function parseChatRequest(text: string): ParseResult {
       };
     }
     promptTokens += contentWords(message.content);
+    lastRole = message.role;
   }
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean") {
     return { ok: false, error: invalidRequest("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type") };
@@ -129,6 +133,7 @@ export function parseChatRequest(text: string): ParseResult {
       includeUsage: isRecord(streamOptions) && streamOptions.include_usage === true,
       maxTokens: maxCompletionTokens.value ?? maxTokens.value,
       promptTokens,
+      endsWithAssistant: lastRole === "assistant",
     },
   };
 }

@@ -22,6 +22,7 @@ export const FAIL_MODES = [
   "context-length",
   "content-policy",
   "auth",
+  "no-prefill",
 ] as const;
 
 /** One injected failure; see FAIL_MODES and the README of the service. */

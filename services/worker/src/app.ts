@@ -18,8 +18,9 @@ import {
   StreamRecords,
 } from "@runnel/shared";
 
+import { EventPublisher } from "./event-publisher.js";
 import { CancelReason, runJob } from "./job-runner.js";
-import { AgentPool, createAdapters } from "./providers/index.js";
+import { AgentPool, createAdapters, DEFAULT_RETRY_POLICY } from "./providers/index.js";
 
 export interface WorkerDeps {
   readonly bus: Bus;
@@ -52,11 +53,27 @@ export function buildWorker(deps: WorkerDeps): Worker {
   const records = new StreamRecords(bus.records);
   const agents = new AgentPool();
   let malformedChunks = 0;
-  const adapterFor = createAdapters(agents, (reason) => {
-    malformedChunks += 1;
-    log.warn({ reason, malformedChunks }, "skipped a malformed provider chunk");
+  const adapterFor = createAdapters(agents, {
+    onMalformedChunk: (reason) => {
+      malformedChunks += 1;
+      log.warn({ reason, malformedChunks }, "skipped a malformed provider chunk");
+    },
+    // From the routing snapshot, so a config reload reaches running workers.
+    retryPolicy: (provider) =>
+      provider.retries && provider.retries.maxAttempts > 0
+        ? {
+            maxAttempts: provider.retries.maxAttempts,
+            budgetMs: provider.retries.budgetMs,
+            baseDelayMs: provider.retries.baseDelayMs,
+            maxDelayMs: provider.retries.maxDelayMs,
+          }
+        : DEFAULT_RETRY_POLICY,
+    onRetry: ({ provider, attempt, delayMs, error }) => {
+      log.warn({ provider, attempt, delayMs, code: error.code, err: error.message }, "provider attempt failed before the first token; retrying");
+    },
   });
   const running = new Map<string, Running>();
+  const publisher = new EventPublisher(bus.nc);
   let table: RoutingTable | undefined;
   let draining = false;
   let pulling = false;
@@ -96,7 +113,7 @@ export function buildWorker(deps: WorkerDeps): Worker {
     const entry: Running = {
       controller,
       provider: undefined,
-      done: runJob({ bus, records, workerId, log, routing: () => table, adapterFor }, job, controller, {
+      done: runJob({ bus, publisher, records, workerId, log, routing: () => table, adapterFor }, job, controller, {
         onProvider: (provider) => {
           entry.provider = provider;
         },
@@ -188,6 +205,7 @@ export function buildWorker(deps: WorkerDeps): Worker {
         await all;
       }
       cancelSubscription.unsubscribe();
+      publisher.close();
       link.close();
       await agents.close();
     },

@@ -24,10 +24,13 @@ import {
   type StreamRecords,
   toRunnelError,
 } from "@runnel/shared";
+import type { EventPublisher } from "./event-publisher.js";
 import type { ProviderAdapter } from "./providers/index.js";
 
 export interface JobContext {
   readonly bus: Bus;
+  /** Publishes events with acknowledgement from the log, under a window. */
+  readonly publisher: EventPublisher;
   readonly records: StreamRecords;
   readonly workerId: string;
   readonly log: Logger;
@@ -70,6 +73,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
     lastSeq: 0,
     errorCode: "",
     cancelReason: "",
+    keyId: job.keyId,
   });
   const subject = eventsSubject(job.streamId);
   const sequencer = new EventSequencer(job.streamId);
@@ -115,8 +119,9 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
   let outcome: JobOutcome = "failed";
   let errorCode = "";
   let providerName = "";
+  const publisher = context.publisher.forStream(job.streamId);
   const emit = (body: EventBody) => {
-    bus.nc.publish(subject, encodeEvent(sequencer.next(body)));
+    publisher.publish(sequencer.next(body));
   };
 
   /** Set once `done` is published; nothing may follow it. */
@@ -140,6 +145,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       model: route.model,
       provider,
       signal: controller.signal,
+      ready: () => publisher.ready(),
       emit: (body) => {
         if (body.$case === "done") {
           // Published at once: the adapter may still be tidying up its connection.
@@ -152,6 +158,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       },
     });
     if (!terminal) throw new RunnelError("RUNNEL_ERR_INTERNAL", "adapter resolved without a done event");
+    if (publisher.refused > 0) log.error({ refused: publisher.refused }, "the event log refused events of this stream; resuming it may find a hole");
     await terminal;
     outcome = "done";
   } catch (caught) {
@@ -175,6 +182,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       );
     }
   } finally {
+    publisher.release();
     hooks.onProvider(undefined);
     clearInterval(refresh);
     await refreshing;

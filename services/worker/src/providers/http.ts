@@ -3,7 +3,7 @@
  * (keep-alive, a pool limit, a connect timeout), error classification of
  * non-2xx answers, and a watchdog for time to first token and idle gaps.
  */
-import { type controlPlane, type ErrorCode, RunnelError } from "@runnel/shared";
+import { type controlPlane, ERRORS, type ErrorCode, RunnelError } from "@runnel/shared";
 import { Agent, errors as undiciErrors } from "undici";
 
 /** Agents by provider, rebuilt when the provider's connection settings change. */
@@ -35,30 +35,93 @@ export class AgentPool {
   }
 }
 
+/**
+ * A failure of one attempt at a provider. `retry` says whether another
+ * attempt on the same route, before any token reached the client, can help
+ * (a 429, a 5xx, a reset, a refused or timed-out connect); `retryAfterMs` is
+ * the wait the provider asked for, when it asked.
+ */
+export class ProviderError extends RunnelError {
+  readonly retry: boolean;
+  readonly retryAfterMs: number | undefined;
+  /** The provider's HTTP status, when it answered one. */
+  readonly status: number | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; retry: boolean; retryAfterMs?: number | undefined; status?: number | undefined }) {
+    super(code, message, options.cause === undefined ? {} : { cause: options.cause });
+    this.name = "ProviderError";
+    this.retry = options.retry;
+    this.retryAfterMs = options.retryAfterMs;
+    this.status = options.status;
+  }
+}
+
+/** What an adapter reads from a provider's error answer. */
+export interface ErrorDetail {
+  readonly message: string;
+  /** Overrides the code the status maps to (Gemini answers 400 for a bad key). */
+  readonly code?: ErrorCode;
+  /** A retry delay carried in the body (Gemini's RetryInfo) rather than in Retry-After. */
+  readonly retryAfterMs?: number;
+}
+
+/** The catalogued code of a non-2xx status, and whether another attempt can help. */
+export function classifyStatus(statusCode: number): { code: ErrorCode; retry: boolean } {
+  if (statusCode === 429) return { code: "RUNNEL_ERR_PROVIDER_RATE_LIMITED", retry: true };
+  if (statusCode === 401 || statusCode === 403) return { code: "RUNNEL_ERR_PROVIDER_AUTH", retry: false };
+  if (statusCode === 408 || statusCode === 504) return { code: "RUNNEL_ERR_PROVIDER_TIMEOUT", retry: true };
+  if (statusCode >= 400 && statusCode < 500) return { code: "RUNNEL_ERR_PROVIDER_BAD_REQUEST", retry: false };
+  return { code: "RUNNEL_ERR_PROVIDER_UNAVAILABLE", retry: true };
+}
+
+/** Reads Retry-After (delta-seconds or an HTTP date) as milliseconds from `now`; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
 /** Maps a provider's non-2xx answer to a catalogued error, keeping the provider's own message. */
-export function errorFromStatus(statusCode: number, providerMessage: string, retryAfter: string | undefined): RunnelError {
-  let code: ErrorCode;
-  if (statusCode === 429) code = "RUNNEL_ERR_PROVIDER_RATE_LIMITED";
-  else if (statusCode === 401 || statusCode === 403) code = "RUNNEL_ERR_PROVIDER_AUTH";
-  else if (statusCode === 408 || statusCode === 504) code = "RUNNEL_ERR_PROVIDER_TIMEOUT";
-  else if (statusCode >= 400 && statusCode < 500) code = "RUNNEL_ERR_PROVIDER_BAD_REQUEST";
-  else code = "RUNNEL_ERR_PROVIDER_UNAVAILABLE";
-  // Retry-After is either delta-seconds or an HTTP date.
-  const suffix = retryAfter ? ` (retry after ${/^\d+$/.test(retryAfter) ? `${retryAfter}s` : retryAfter})` : "";
-  return new RunnelError(code, `provider answered ${statusCode}: ${providerMessage}${suffix}`);
+export function errorFromStatus(statusCode: number, detail: ErrorDetail, retryAfterHeader: string | undefined): ProviderError {
+  const { code, retry } = classifyStatus(statusCode);
+  const retryAfterMs = parseRetryAfter(retryAfterHeader) ?? detail.retryAfterMs;
+  const suffix = retryAfterMs === undefined ? "" : ` (retry after ${(retryAfterMs / 1000).toFixed(retryAfterMs % 1000 === 0 ? 0 : 1)}s)`;
+  const finalCode = detail.code ?? code;
+  return new ProviderError(finalCode, `provider answered ${statusCode}: ${detail.message}${suffix}`, {
+    retry: retry && (finalCode === code || ERRORS[finalCode].retryable),
+    retryAfterMs,
+    status: statusCode,
+  });
 }
 
 /** Maps a transport failure (connect refused, reset, connect timeout) to a catalogued error. */
 export function errorFromTransport(error: unknown, phase: "connect" | "stream"): RunnelError {
   if (error instanceof RunnelError) return error;
   if (error instanceof undiciErrors.ConnectTimeoutError) {
-    return new RunnelError("RUNNEL_ERR_PROVIDER_TIMEOUT", "provider connect timed out", { cause: error });
+    return new ProviderError("RUNNEL_ERR_PROVIDER_TIMEOUT", "provider connect timed out", { cause: error, retry: true });
   }
   const detail = error instanceof Error ? ((error as NodeJS.ErrnoException).code ?? error.message) : String(error);
   if (phase === "stream") {
-    return new RunnelError("RUNNEL_ERR_PROVIDER_STREAM_CUT", `provider connection failed mid-stream: ${detail}`, { cause: error });
+    return new ProviderError("RUNNEL_ERR_PROVIDER_STREAM_CUT", `provider connection failed mid-stream: ${detail}`, { cause: error, retry: true });
   }
-  return new RunnelError("RUNNEL_ERR_PROVIDER_UNAVAILABLE", `provider unreachable: ${detail}`, { cause: error });
+  return new ProviderError("RUNNEL_ERR_PROVIDER_UNAVAILABLE", `provider unreachable: ${detail}`, { cause: error, retry: true });
+}
+
+/** Removes the provider's key from text that came from the provider (some echo a key back in their errors). */
+export function redactKey(text: string, apiKey: string): string {
+  if (apiKey.length < 4 || !text.includes(apiKey)) return text;
+  return text.split(apiKey).join("[redacted]");
+}
+
+/** Parses JSON, or undefined when the text is not JSON. */
+export function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

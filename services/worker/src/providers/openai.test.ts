@@ -294,6 +294,7 @@ async function upstream(t: TestContext, handler: Handler, timeouts = TIMEOUTS): 
       timeouts,
       maxConnections: 4,
       healthy: true,
+      retries: undefined,
     },
     agents,
     seen,

@@ -4,11 +4,11 @@
  * mock provider). Upstream SSE is read with eventsource-parser and every
  * chunk is validated with a schema before it is mapped.
  */
-import { type ChatRequest, type EventBody, FinishReason, finishReasonFromOpenAI, RunnelError } from "@runnel/shared";
-import { createParser } from "eventsource-parser";
-import { request as httpRequest } from "undici";
+import { type ChatRequest, FinishReason, finishReasonFromOpenAI } from "@runnel/shared";
+import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
-import { type AgentPool, errorFromStatus, errorFromTransport, readBounded, Watchdog } from "./http.js";
+import { ProviderError, safeJson } from "./http.js";
+import { type DecoderSink, joinUrl, runSseStream, type SseStreamOptions, type StreamDecoder } from "./sse-stream.js";
 import type { ProviderAdapter, StreamCall } from "./types.js";
 
 const toolCallDelta = z.object({
@@ -53,12 +53,6 @@ export const ChunkSchema = z.object({
 /** The OpenAI error answer: `{ "error": { "message": ... } }`. */
 const ErrorBodySchema = z.object({ error: z.object({ message: z.string() }) });
 
-export interface OpenAIAdapterOptions {
-  readonly agents: AgentPool;
-  /** Called for each chunk that failed validation and was skipped. */
-  readonly onMalformedChunk?: (reason: string) => void;
-}
-
 export function openAIRequestBody(request: ChatRequest, model: string): Record<string, unknown> {
   const body: Record<string, unknown> = {
     model,
@@ -99,186 +93,75 @@ export function openAIRequestBody(request: ChatRequest, model: string): Record<s
   return body;
 }
 
-export function createOpenAIAdapter(options: OpenAIAdapterOptions): ProviderAdapter {
+export function createOpenAIAdapter(options: SseStreamOptions): ProviderAdapter {
   return {
     async stream(call: StreamCall): Promise<void> {
       const { provider } = call;
-      const controller = new AbortController();
-      const abort = () => controller.abort(call.signal.reason);
-      if (call.signal.aborted) abort();
-      else call.signal.addEventListener("abort", abort, { once: true });
-      const timeouts = provider.timeouts;
-      const watchdog = new Watchdog(controller, timeouts?.firstTokenMs ?? 0, timeouts?.idleMs ?? 0);
-      const total = timeouts?.totalMs
-        ? setTimeout(() => controller.abort(new RunnelError("RUNNEL_ERR_PROVIDER_TIMEOUT", `stream exceeded ${timeouts.totalMs} ms`)), timeouts.totalMs)
-        : undefined;
-      const failure = () => (controller.signal.reason instanceof RunnelError ? controller.signal.reason : undefined);
-      try {
-        const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream", ...provider.headers };
-        if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;
-        let response: Awaited<ReturnType<typeof httpRequest>>;
-        try {
-          response = await httpRequest(`${provider.baseUrl.replace(/\/$/, "")}/chat/completions`, {
-            method: "POST",
-            headers,
-            body: JSON.stringify(openAIRequestBody(call.request, call.model)),
-            dispatcher: options.agents.get(provider),
-            signal: controller.signal,
-          });
-        } catch (error) {
-          throw failure() ?? errorFromTransport(error, "connect");
-        }
-        if (response.statusCode < 200 || response.statusCode > 299) {
-          const text = await readBounded(response.body).catch(() => "");
+      const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream", ...provider.headers };
+      if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;
+      return runSseStream(call, options, {
+        url: joinUrl(provider.baseUrl, "chat/completions"),
+        headers,
+        body: JSON.stringify(openAIRequestBody(call.request, call.model)),
+        readError: (_status, text) => {
           const parsed = ErrorBodySchema.safeParse(safeJson(text));
-          const retryAfter = response.headers["retry-after"];
-          throw errorFromStatus(
-            response.statusCode,
-            parsed.success ? parsed.data.error.message : text.slice(0, 500) || "no body",
-            typeof retryAfter === "string" ? retryAfter : undefined,
-          );
-        }
-        call.emit({ $case: "started", value: { provider: provider.name, model: call.model, attempt: 1 } });
-        await readStream(response.body, call, watchdog, options.onMalformedChunk).catch((error: unknown) => {
-          throw failure() ?? errorFromTransport(error, "stream");
-        });
-      } finally {
-        watchdog.stop();
-        if (total) clearTimeout(total);
-        call.signal.removeEventListener("abort", abort);
-        if (!controller.signal.aborted) controller.abort();
-      }
+          return { message: parsed.success ? parsed.data.error.message : text.slice(0, 500) || "no body" };
+        },
+        decoder: new OpenAIDecoder(),
+      });
     },
   };
 }
 
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** After [DONE], how long the rest of the body may take to arrive, so the connection can go back to the pool. */
-const DRAIN_AFTER_DONE_MS = 1_000;
-const STREAM_DECODE = { stream: true } as const;
-
-/** Reads the SSE body to its end and maps each chunk. Resolves only on an honest end. */
-async function readStream(
-  body: AsyncIterable<Uint8Array>,
-  call: StreamCall,
-  watchdog: Watchdog,
-  onMalformed: ((reason: string) => void) | undefined,
-): Promise<void> {
-  let finish: FinishReason | undefined;
-  let sawDone = false;
-  let sawToken = false;
-  let validChunks = 0;
-  let malformedChunks = 0;
-  let pendingUsage: EventBody | undefined;
-  let streamError: RunnelError | undefined;
-  const token = (event: EventBody) => {
-    if (!sawToken) {
-      sawToken = true;
-      watchdog.touch();
+/** Maps `chat.completion.chunk` events. `[DONE]` is the end marker; a finish reason without it is an honest end too. */
+export class OpenAIDecoder implements StreamDecoder {
+  decode(event: EventSourceMessage, sink: DecoderSink): void {
+    if (event.data === "[DONE]") {
+      sink.end();
+      return;
     }
-    call.emit(event);
-  };
-  const malformed = (reason: string) => {
-    malformedChunks += 1;
-    onMalformed?.(reason);
-  };
-  const parser = createParser({
-    onEvent(event) {
-      if (sawDone || streamError) return;
-      if (sawToken) watchdog.touch();
-      if (event.data === "[DONE]") {
-        sawDone = true;
-        return;
-      }
-      let json: unknown;
-      try {
-        json = JSON.parse(event.data);
-      } catch {
-        malformed("not JSON");
-        return;
-      }
-      const parsed = ChunkSchema.safeParse(json);
-      if (!parsed.success) {
-        malformed(parsed.error.issues[0]?.message ?? "schema");
-        return;
-      }
-      validChunks += 1;
-      const chunk = parsed.data;
-      if (chunk.error) {
-        streamError = new RunnelError("RUNNEL_ERR_PROVIDER_UNAVAILABLE", `provider reported an error mid-stream: ${chunk.error.message}`);
-        return;
-      }
-      for (const choice of chunk.choices) {
-        if (choice.index !== 0) continue;
-        const delta = choice.delta;
-        if (delta) {
-          const reasoning = delta.reasoning_content ?? delta.reasoning;
-          if (reasoning) token({ $case: "reasoningDelta", value: { text: reasoning } });
-          if (delta.content) token({ $case: "textDelta", value: { text: delta.content } });
-          if (delta.tool_calls) {
-            for (const tool of delta.tool_calls) {
-              token({
-                $case: "toolCallDelta",
-                value: { index: tool.index, id: tool.id ?? "", name: tool.function?.name ?? "", arguments: tool.function?.arguments ?? "" },
-              });
-            }
+    let json: unknown;
+    try {
+      json = JSON.parse(event.data);
+    } catch {
+      sink.malformed("not JSON");
+      return;
+    }
+    const parsed = ChunkSchema.safeParse(json);
+    if (!parsed.success) {
+      sink.malformed(parsed.error.issues[0]?.message ?? "schema");
+      return;
+    }
+    const chunk = parsed.data;
+    if (chunk.error) {
+      sink.fail(new ProviderError("RUNNEL_ERR_PROVIDER_UNAVAILABLE", `provider reported an error mid-stream: ${chunk.error.message}`, { retry: true }));
+      return;
+    }
+    for (const choice of chunk.choices) {
+      if (choice.index !== 0) continue;
+      const delta = choice.delta;
+      if (delta) {
+        const reasoning = delta.reasoning_content ?? delta.reasoning;
+        if (reasoning) sink.token({ $case: "reasoningDelta", value: { text: reasoning } });
+        if (delta.content) sink.token({ $case: "textDelta", value: { text: delta.content } });
+        if (delta.tool_calls) {
+          for (const tool of delta.tool_calls) {
+            sink.token({
+              $case: "toolCallDelta",
+              value: { index: tool.index, id: tool.id ?? "", name: tool.function?.name ?? "", arguments: tool.function?.arguments ?? "" },
+            });
           }
         }
-        if (choice.finish_reason) finish = finishReasonFromOpenAI(choice.finish_reason) ?? FinishReason.FINISH_REASON_STOP;
       }
-      if (chunk.usage) {
-        pendingUsage = {
-          $case: "usage",
-          value: {
-            inputTokens: chunk.usage.prompt_tokens,
-            outputTokens: chunk.usage.completion_tokens,
-            cachedInputTokens: chunk.usage.prompt_tokens_details?.cached_tokens ?? 0,
-            reasoningTokens: chunk.usage.completion_tokens_details?.reasoning_tokens ?? 0,
-          },
-        };
-      }
-    },
-  });
-  const decoder = new TextDecoder();
-  const chunks = body[Symbol.asyncIterator]();
-  for (;;) {
-    const { value, done } = await chunks.next();
-    if (done) break;
-    parser.feed(decoder.decode(value, STREAM_DECODE));
-    if (streamError) throw streamError;
-    if (sawDone) break;
+      if (choice.finish_reason) sink.finish(finishReasonFromOpenAI(choice.finish_reason) ?? FinishReason.FINISH_REASON_STOP);
+    }
+    if (chunk.usage) {
+      sink.usage({
+        inputTokens: chunk.usage.prompt_tokens,
+        outputTokens: chunk.usage.completion_tokens,
+        cachedInputTokens: chunk.usage.prompt_tokens_details?.cached_tokens ?? 0,
+        reasoningTokens: chunk.usage.completion_tokens_details?.reasoning_tokens ?? 0,
+      });
+    }
   }
-  if (streamError) throw streamError;
-  if (validChunks === 0 && malformedChunks > 0) {
-    throw new RunnelError("RUNNEL_ERR_PROVIDER_BAD_RESPONSE", `none of the provider's ${malformedChunks} chunks was valid`);
-  }
-  // Either terminator is an honest end: a finish reason without [DONE] is a
-  // quirk of several compatible servers, [DONE] without a finish reason of others.
-  if (finish === undefined) {
-    if (!sawDone) throw new RunnelError("RUNNEL_ERR_PROVIDER_STREAM_CUT", "provider stream ended without a finish reason or [DONE]");
-    finish = FinishReason.FINISH_REASON_STOP;
-  }
-  if (pendingUsage) call.emit(pendingUsage);
-  call.emit({ $case: "done", value: { finishReason: finish } });
-  // The client has its answer; read the end of the body (usually already
-  // here) so the keep-alive connection returns to the pool instead of being
-  // destroyed. A server that keeps it open past the limit loses it.
-  if (sawDone) await drain(chunks, DRAIN_AFTER_DONE_MS);
-}
-
-async function drain(chunks: AsyncIterator<Uint8Array>, limitMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const rest = (async () => {
-    for (;;) if ((await chunks.next()).done) return;
-  })();
-  rest.catch(() => {});
-  await Promise.race([rest, new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
-  clearTimeout(timer);
 }

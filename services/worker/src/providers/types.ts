@@ -15,6 +15,12 @@ export interface StreamCall {
   readonly signal: AbortSignal;
   /** Receives every event, in order. `started` comes first, then deltas, then usage, then `done`. */
   readonly emit: (event: EventBody) => void;
+  /**
+   * Backpressure from the bus: undefined when the adapter may read on, else
+   * a promise to await before reading the next chunk from the provider
+   * (checked once per network read, not per token).
+   */
+  readonly ready?: () => Promise<void> | undefined;
 }
 
 export interface ProviderAdapter {

@@ -1,0 +1,243 @@
+/**
+ * One attempt at a provider's SSE stream, shared by every adapter: the HTTP
+ * request on the provider's pooled Agent, the answer's status, the timeouts,
+ * the SSE parsing, and the honest end. What differs per provider (the URL,
+ * the headers, the body, the error answer, and the mapping of each event)
+ * comes in as an `SseExchange` with a fresh `StreamDecoder` per stream.
+ */
+import { type EventBody, FinishReason, RunnelError, type Usage } from "@runnel/shared";
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import { request as httpRequest } from "undici";
+import { type AgentPool, type ErrorDetail, errorFromStatus, errorFromTransport, ProviderError, readBounded, redactKey, Watchdog } from "./http.js";
+import type { StreamCall } from "./types.js";
+
+/** Where a decoder puts what it read from one SSE event. */
+export interface DecoderSink {
+  /** A text, reasoning or tool-call delta: forwarded at once. */
+  token(event: EventBody): void;
+  /** The latest usage; emitted once, just before `done`. */
+  usage(usage: Usage): void;
+  /** The provider said why it stopped; the stream may still carry usage or its end marker. */
+  finish(reason: FinishReason): void;
+  /** The provider's end marker ([DONE], message_stop): nothing more is read. */
+  end(): void;
+  /** The event was not valid for the wire format: skipped and counted. */
+  malformed(reason: string): void;
+  /** The provider reported an error inside the stream. */
+  fail(error: RunnelError): void;
+}
+
+/** Maps one provider's SSE events onto the vocabulary. One instance per stream: it may keep state (block indexes, tool counts). */
+export interface StreamDecoder {
+  decode(event: EventSourceMessage, sink: DecoderSink): void;
+}
+
+/** The provider-specific half of one streaming request. */
+export interface SseExchange {
+  readonly url: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+  /** Reads the provider's error answer (status and body text, at most 64 KiB). */
+  readonly readError: (status: number, text: string) => ErrorDetail;
+  readonly decoder: StreamDecoder;
+}
+
+export interface SseStreamOptions {
+  readonly agents: AgentPool;
+  /** Called for each event that failed validation and was skipped. */
+  readonly onMalformedChunk?: (reason: string) => void;
+}
+
+/** After the end marker, how long the rest of the body may take to arrive, so the connection can go back to the pool. */
+const DRAIN_AFTER_END_MS = 1_000;
+/** After a finish reason without an end marker, how long usage or the end of the body may take before the stream completes anyway. */
+const TAIL_AFTER_FINISH_MS = 1_000;
+const STREAM_DECODE = { stream: true } as const;
+
+/**
+ * Runs one attempt. Resolves after `done` was emitted; rejects with a
+ * RunnelError (a ProviderError when the provider or the network failed)
+ * otherwise. `started` is emitted once the provider answered 2xx.
+ */
+export async function runSseStream(call: StreamCall, options: SseStreamOptions, exchange: SseExchange): Promise<void> {
+  const { provider } = call;
+  const controller = new AbortController();
+  const abort = () => controller.abort(call.signal.reason);
+  if (call.signal.aborted) abort();
+  else call.signal.addEventListener("abort", abort, { once: true });
+  const timeouts = provider.timeouts;
+  const watchdog = new Watchdog(controller, timeouts?.firstTokenMs ?? 0, timeouts?.idleMs ?? 0);
+  const total = timeouts?.totalMs
+    ? setTimeout(() => controller.abort(new RunnelError("RUNNEL_ERR_PROVIDER_TIMEOUT", `stream exceeded ${timeouts.totalMs} ms`)), timeouts.totalMs)
+    : undefined;
+  const failure = () => (controller.signal.reason instanceof RunnelError ? controller.signal.reason : undefined);
+  try {
+    let response: Awaited<ReturnType<typeof httpRequest>>;
+    const pending = httpRequest(exchange.url, {
+      method: "POST",
+      headers: exchange.headers,
+      body: exchange.body,
+      dispatcher: options.agents.get(provider),
+      signal: controller.signal,
+    });
+    try {
+      response = await Promise.race([pending, aborted(controller.signal)]);
+    } catch (error) {
+      // undici applies an abort only once the request has a connection: while
+      // connecting it would wait for the connect to end (or time out). The
+      // attempt ends here at once; undici never sends the aborted request, and
+      // the handshake in flight joins the pool or ends at the connect timeout.
+      pending.then((late) => late.body.destroy()).catch(() => {});
+      throw failure() ?? errorFromTransport(error, "connect");
+    }
+    if (response.statusCode < 200 || response.statusCode > 299) {
+      const text = await readBounded(response.body).catch(() => "");
+      const detail = exchange.readError(response.statusCode, text);
+      const retryAfter = response.headers["retry-after"];
+      throw errorFromStatus(
+        response.statusCode,
+        { ...detail, message: redactKey(detail.message, provider.apiKey) },
+        typeof retryAfter === "string" ? retryAfter : undefined,
+      );
+    }
+    call.emit({ $case: "started", value: { provider: provider.name, model: call.model, attempt: 1 } });
+    await readStream(response.body, call, watchdog, exchange.decoder, options.onMalformedChunk).catch((error: unknown) => {
+      throw failure() ?? errorFromTransport(error, "stream");
+    });
+  } finally {
+    watchdog.stop();
+    if (total) clearTimeout(total);
+    call.signal.removeEventListener("abort", abort);
+    if (!controller.signal.aborted) controller.abort();
+  }
+}
+
+/** Reads the SSE body and maps each event. Resolves only on an honest end. */
+async function readStream(
+  body: AsyncIterable<Uint8Array>,
+  call: StreamCall,
+  watchdog: Watchdog,
+  decoder: StreamDecoder,
+  onMalformed: ((reason: string) => void) | undefined,
+): Promise<void> {
+  let finish: FinishReason | undefined;
+  let ended = false;
+  let sawToken = false;
+  let events = 0;
+  let malformedEvents = 0;
+  let pendingUsage: Usage | undefined;
+  let streamError: RunnelError | undefined;
+  const apiKey = call.provider.apiKey;
+  const sink: DecoderSink = {
+    token(event) {
+      if (!sawToken) {
+        sawToken = true;
+        watchdog.touch();
+      }
+      call.emit(event);
+    },
+    usage(usage) {
+      pendingUsage = usage;
+    },
+    finish(reason) {
+      finish = reason;
+    },
+    end() {
+      ended = true;
+      // The end marker carries nothing: a stream of malformed events and a marker is still all malformed.
+      events -= 1;
+    },
+    malformed(reason) {
+      malformedEvents += 1;
+      onMalformed?.(reason);
+    },
+    fail(error) {
+      streamError ??= redactKey(error.message, apiKey) === error.message ? error : rewrap(error, redactKey(error.message, apiKey));
+    },
+  };
+  const parser = createParser({
+    onEvent(event) {
+      if (ended || streamError) return;
+      if (sawToken) watchdog.touch();
+      events += 1;
+      decoder.decode(event, sink);
+    },
+  });
+  const decoder8 = new TextDecoder();
+  const chunks = body[Symbol.asyncIterator]();
+  let tail: Promise<"tail"> | undefined;
+  let tailTimer: NodeJS.Timeout | undefined;
+  try {
+    for (;;) {
+      let next: IteratorResult<Uint8Array> | "tail";
+      if (finish === undefined) next = await chunks.next();
+      else {
+        // A finish reason without an end marker yet: usage or the body's end
+        // usually follows at once; a server that keeps the connection open
+        // does not hold the answer back for long.
+        tail ??= new Promise((resolve) => {
+          tailTimer = setTimeout(() => resolve("tail"), TAIL_AFTER_FINISH_MS);
+        });
+        next = await Promise.race([chunks.next(), tail]);
+        if (next === "tail") break;
+      }
+      if (next.done) break;
+      parser.feed(decoder8.decode(next.value, STREAM_DECODE));
+      // The bus is behind: let the log catch up before reading on (the provider's socket buffers meanwhile).
+      const backlog = call.ready?.();
+      if (backlog) await backlog;
+      if (streamError) throw streamError;
+      if (ended) break;
+    }
+  } finally {
+    clearTimeout(tailTimer);
+  }
+  if (streamError) throw streamError;
+  if (malformedEvents > 0 && malformedEvents === events) {
+    throw new ProviderError("RUNNEL_ERR_PROVIDER_BAD_RESPONSE", `none of the provider's ${malformedEvents} events was valid`, { retry: false });
+  }
+  // Either terminator is an honest end: a finish reason without the end
+  // marker is a quirk of several servers, the marker without a finish reason of others.
+  if (finish === undefined) {
+    if (!ended) {
+      throw new ProviderError("RUNNEL_ERR_PROVIDER_STREAM_CUT", "provider stream ended without a finish reason or end marker", { retry: true });
+    }
+    finish = FinishReason.FINISH_REASON_STOP;
+  }
+  if (pendingUsage) call.emit({ $case: "usage", value: pendingUsage });
+  call.emit({ $case: "done", value: { finishReason: finish } });
+  // The client has its answer; read the end of the body (usually already
+  // here) so the keep-alive connection returns to the pool instead of being
+  // destroyed. A server that keeps it open past the limit loses it.
+  if (ended) await drain(chunks, DRAIN_AFTER_END_MS);
+}
+
+/** Rejects with the signal's reason when it aborts (never resolves). */
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_resolve, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+function rewrap(error: RunnelError, message: string): RunnelError {
+  if (error instanceof ProviderError) {
+    return new ProviderError(error.code, message, { retry: error.retry, retryAfterMs: error.retryAfterMs, status: error.status });
+  }
+  return new RunnelError(error.code, message);
+}
+
+async function drain(chunks: AsyncIterator<Uint8Array>, limitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const rest = (async () => {
+    for (;;) if ((await chunks.next()).done) return;
+  })();
+  rest.catch(() => {});
+  await Promise.race([rest, new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+  clearTimeout(timer);
+}
+
+/** Joins a base URL and a path with exactly one slash. */
+export function joinUrl(baseUrl: string, path: string): string {
+  return `${baseUrl.replace(/\/+$/, "")}/${path.replace(/^\/+/, "")}`;
+}
