@@ -84,6 +84,56 @@ export function ensureNatsServer() {
   );
 }
 
+/**
+ * A Python virtualenv with the test-only Python clients (the `openai`
+ * package), pinned in test/python/requirements.txt. Reinstalled when that
+ * file changes. Returns the interpreter's path.
+ */
+export function ensurePythonClients() {
+  const venv = join(ROOT, ".tools", "venv");
+  const python = join(venv, "bin", "python");
+  const requirements = join(ROOT, "test", "python", "requirements.txt");
+  const marker = join(venv, ".runnel-installed");
+  const wanted = createHash("sha256").update(readFileSync(requirements)).digest("hex");
+  if (existsSync(python) && existsSync(marker) && readFileSync(marker, "utf8") === wanted) return python;
+  const system = onPath("python3");
+  if (!system) throw new Error("python3 is needed for the Python client tests: install it");
+  log("creating .tools/venv with the Python test clients");
+  run(system, ["-m", "venv", venv]);
+  run(python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", requirements]);
+  writeFileSync(marker, wanted);
+  return python;
+}
+
+/** The browser test drives the system's Chromium and never downloads one. */
+export const CHROMIUM_BIN = "/usr/bin/chromium";
+
+/**
+ * Installs Debian's chromium package when /usr/bin/chromium is missing (as
+ * root, with apt-get). Elsewhere it only says so: nothing but the browser
+ * test needs it, and that test fails with the same advice.
+ */
+export function ensureChromium() {
+  if (existsSync(CHROMIUM_BIN)) return CHROMIUM_BIN;
+  if (!isRoot() || !onPath("apt-get")) {
+    log(`${CHROMIUM_BIN} not found and not installable here (needs root and apt-get): install Debian's chromium package for the browser test`);
+    return undefined;
+  }
+  log("chromium not found; installing Debian's chromium package (for the browser test)");
+  const quiet = { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } };
+  try {
+    try {
+      run("apt-get", ["install", "-y", "-q", "chromium"], quiet);
+    } catch {
+      run("apt-get", ["update", "-q"], quiet);
+      run("apt-get", ["install", "-y", "-q", "chromium"], quiet);
+    }
+  } catch (error) {
+    log(`installing chromium failed: ${error.message}`);
+  }
+  return existsSync(CHROMIUM_BIN) ? CHROMIUM_BIN : undefined;
+}
+
 export function build() {
   log("building (tsc -b)");
   run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-b"]);
@@ -97,6 +147,7 @@ export function bootstrap() {
     const version = execFileSync(natsServer, ["--version"], { encoding: "utf8" }).trim();
     log(`using ${natsServer} (${version})`);
   }
+  ensureChromium();
   build();
   return { natsServer };
 }

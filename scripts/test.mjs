@@ -4,9 +4,10 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
-import { bootstrap, ROOT } from "./bootstrap.mjs";
+import { bootstrap, ensurePythonClients, ROOT } from "./bootstrap.mjs";
 
 const { natsServer } = bootstrap();
+const python = ensurePythonClients();
 
 function findTests(dir, found = []) {
   for (const entry of readdirSync(dir)) {
@@ -43,7 +44,7 @@ const args = [
   ...files,
 ];
 process.stderr.write(`[test] ${files.length} test files: ${files.map((f) => relative(ROOT, f)).join(", ")}\n`);
-const env = { ...process.env, ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}) };
+const env = { ...process.env, RUNNEL_TEST_PYTHON: python, ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}) };
 const child = spawn(process.execPath, args, { cwd: ROOT, stdio: "inherit", env });
 const code = await new Promise((resolve) => child.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
 

@@ -25,6 +25,7 @@ import type { RunnelConfig } from "./config.js";
 import { EVENTS_STREAM, EVENTS_SUBJECTS, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT, STREAMS_BUCKET } from "./subjects.js";
 
 export type { JetStreamClient, JsMsg, KV, NatsConnection };
+export { DeliverPolicy };
 
 export interface Bus {
   readonly nc: NatsConnection;

@@ -62,7 +62,7 @@ describe("parseConfig defaults", () => {
   test("the bus, worker and ingress sections default when absent", () => {
     const config = parseConfig(MINIMAL, {});
     assert.deepEqual(config.bus, {
-      eventsRetention: 15 * 60_000,
+      eventsRetention: 10 * 60_000,
       eventsMaxBytes: 1024 * 1024 * 1024,
       eventsStorage: "file",
       jobMaxAge: 5 * 60_000,
@@ -70,7 +70,15 @@ describe("parseConfig defaults", () => {
       streamRecordTtl: 60 * 60_000,
     });
     assert.deepEqual(config.worker, { concurrency: 256, drainTimeout: 30_000 });
-    assert.deepEqual(config.ingress, { heartbeatInterval: 15_000, maxClientBufferBytes: 4 * 1024 * 1024, bodyLimitBytes: 8 * 1024 * 1024 });
+    assert.deepEqual(config.ingress, {
+      heartbeatInterval: 15_000,
+      maxClientBufferBytes: 1024 * 1024,
+      bodyLimitBytes: 8 * 1024 * 1024,
+      detachGrace: 3_000,
+      readerBufferEvents: 256,
+      stuckClientTimeout: 300_000,
+    });
+    assert.equal(config.auth, undefined);
   });
 
   test("a partially given section keeps the defaults of the fields it omits", () => {

@@ -46,6 +46,19 @@ const timeouts = z
   })
   .strict();
 
+const retries = z
+  .object({
+    /** Attempts on one route before its failure goes to the routing layer, the first included (1 = no retry). */
+    maxAttempts: z.number().int().min(1).max(10).default(3),
+    /** No attempt starts later than this after the first one (a Retry-After beyond it ends the retries at once). */
+    budget: duration.default(20_000),
+    /** First backoff; it doubles per attempt, with jitter (half fixed, half random). */
+    baseDelay: duration.default(200),
+    /** Largest backoff between two attempts. */
+    maxDelay: duration.default(4_000),
+  })
+  .strict();
+
 const provider = z
   .object({
     name,
@@ -54,6 +67,8 @@ const provider = z
     apiKey: z.string().optional(),
     headers: z.record(z.string(), z.string()).default({}),
     timeouts: timeouts.default(timeouts.parse({})),
+    /** Retries before the first token (429 with Retry-After, 5xx, resets, connect errors); never for 400/401/403. */
+    retries: retries.default(retries.parse({})),
     /** Connection pool limit per worker. */
     maxConnections: z.number().int().positive().default(256),
   })
@@ -78,7 +93,7 @@ const model = z
 const bus = z
   .object({
     /** How long the events log keeps a stream's events (the resume window). */
-    eventsRetention: duration.default(15 * 60_000),
+    eventsRetention: duration.default(10 * 60_000),
     /** Upper bound of the events log's size on disk. */
     eventsMaxBytes: z
       .number()
@@ -109,18 +124,53 @@ const ingress = z
   .object({
     /** SSE comment heartbeat interval while the upstream is quiet. */
     heartbeatInterval: duration.default(15_000),
-    /** Bytes buffered for one slow client before its stream is ended with RUNNEL_ERR_SLOW_CLIENT. */
+    /** Bytes waiting in one client's socket before its reader pauses and later catches up from the log. */
     maxClientBufferBytes: z
       .number()
       .int()
       .positive()
-      .default(4 * 1024 * 1024),
-    /** Largest accepted request body. */
+      .default(1024 * 1024),
+    /** Largest accepted request body (413 beyond). */
     bodyLimitBytes: z
       .number()
       .int()
       .positive()
       .default(8 * 1024 * 1024),
+    /**
+     * A client that disconnects without cancelling keeps its generation running
+     * this long, so it can resume; then the provider request is aborted. 0: at once.
+     */
+    detachGrace: duration.default(3_000),
+    /** Events a reader keeps in memory while its client is behind; past it, it catches up from the log. */
+    readerBufferEvents: z.number().int().positive().max(65_536).default(256),
+    /** A client that reads nothing at all for this long while events wait is cut off. */
+    stuckClientTimeout: duration.default(5 * 60_000),
+    /**
+     * Browser origins (`https://app.example.com`, or `*` for any) allowed to
+     * call the HTTP API cross-origin: preflights are answered and responses
+     * carry the CORS headers. Absent or empty: no CORS headers at all.
+     */
+    corsOrigins: z.array(z.union([z.literal("*"), z.url({ protocol: /^https?$/ })])).optional(),
+  })
+  .strict();
+
+const apiKey = z
+  .object({
+    /** A name for logs and stream ownership; never the key itself. */
+    name,
+    key: z.string().min(16, "an API key needs at least 16 characters"),
+  })
+  .strict();
+
+const auth = z
+  .object({
+    /** Keys accepted as `Authorization: Bearer <key>` (or `x-api-key` on the Anthropic API). */
+    apiKeys: z.array(apiKey).min(1, "list at least one key, or remove the auth section to run open"),
+    /**
+     * Signs per-stream resume tokens. Every ingress replica needs the same
+     * secret for a token issued by one to work on another.
+     */
+    resumeSecret: z.string().min(16, "the resume secret needs at least 16 characters").optional(),
   })
   .strict();
 
@@ -131,6 +181,8 @@ export const RunnelConfigSchema = z
     bus: bus.default(bus.parse({})),
     worker: worker.default(worker.parse({})),
     ingress: ingress.default(ingress.parse({})),
+    /** Absent: the gateway is open (and says so loudly at start). */
+    auth: auth.optional(),
   })
   .strict()
   .superRefine((config, context) => {

@@ -143,6 +143,27 @@ export const ERRORS = {
     retryable: true,
     description: "The worker running the stream stopped without ending it.",
   },
+  RUNNEL_ERR_EVENTS_EXPIRED: {
+    httpStatus: 410,
+    grpcCode: 11,
+    type: "invalid_request_error",
+    retryable: false,
+    description: "The events asked for are past the replay log's retention window; the stream cannot be resumed from there.",
+  },
+  RUNNEL_ERR_UNAUTHORIZED: {
+    httpStatus: 401,
+    grpcCode: 16,
+    type: "authentication_error",
+    retryable: false,
+    description: "No API key, an unknown API key, or a key (or resume token) that does not own the stream.",
+  },
+  RUNNEL_ERR_BODY_TOO_LARGE: {
+    httpStatus: 413,
+    grpcCode: 3,
+    type: "invalid_request_error",
+    retryable: false,
+    description: "The request body is larger than `ingress.bodyLimitBytes`.",
+  },
   RUNNEL_ERR_INTERNAL: {
     httpStatus: 500,
     grpcCode: 13,

@@ -139,6 +139,7 @@ describe("encodeJob / decodeJob", () => {
       createdAtMs: 1_732_170_000_123,
       routingVersion: 17,
       traceContext: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "vendor=x" },
+      keyId: "team-a",
     };
   }
 

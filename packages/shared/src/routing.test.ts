@@ -60,6 +60,7 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
       timeouts: { connectMs: 1, firstTokenMs: 1, idleMs: 1, totalMs: 0 },
       maxConnections: 1,
       healthy: !unhealthy.includes(name),
+      retries: undefined,
     })),
     models: [{ name: "m", routes: routes.map((r) => ({ provider: r.provider, model: `${r.provider}-up`, weight: r.weight ?? 1, priority: r.priority ?? 0 })) }],
   };
@@ -79,6 +80,7 @@ describe("buildSnapshot", () => {
       timeouts: { connectMs: 2_000, firstTokenMs: 30_000, idleMs: 10_000, totalMs: 600_000 },
       maxConnections: 64,
       healthy: true,
+      retries: { maxAttempts: 3, budgetMs: 20_000, baseDelayMs: 200, maxDelayMs: 4_000 },
     });
     assert.deepEqual(built.models, [
       {

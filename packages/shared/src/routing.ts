@@ -28,6 +28,12 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
       },
       maxConnections: provider.maxConnections,
       healthy: true,
+      retries: {
+        maxAttempts: provider.retries.maxAttempts,
+        budgetMs: provider.retries.budget,
+        baseDelayMs: provider.retries.baseDelay,
+        maxDelayMs: provider.retries.maxDelay,
+      },
     })),
     models: config.models.map((model) => ({
       name: model.name,

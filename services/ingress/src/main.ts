@@ -25,7 +25,15 @@ try {
   const nc = await connectNats(settings.NATS_URL, instanceId);
   const bus = await ensureTopology(nc, config.bus);
   const link = new ControlPlaneLink(settings.CONTROL_PLANE_URL, logger);
-  const ingress = buildIngress({ bus, busOptions: config.bus, link, log: logger, instanceId, options: config.ingress });
+  const ingress = buildIngress({
+    bus,
+    busOptions: config.bus,
+    link,
+    log: logger,
+    instanceId,
+    options: config.ingress,
+    ...(config.auth ? { auth: config.auth } : {}),
+  });
   ingress.start();
   const address = await ingress.app.listen({ host: settings.HOST, port: settings.PORT });
   logger.info({ address, port: settings.PORT }, "ingress listening");

@@ -3,27 +3,33 @@
  * arrive, or as one `chat.completion` at the end. An error before the first
  * byte becomes an HTTP status with the OpenAI error JSON; after it, an
  * explicit error event, and never a `[DONE]`. Quiet streams get heartbeats.
- * The response buffer is bounded: a client that falls too far behind is
- * ended with RUNNEL_ERR_SLOW_CLIENT. Whenever the stream ends before the
- * worker ended it (client gone, too slow, ingress shutting down), `onAbandon`
- * runs so the stream is cancelled and the provider stops.
+ * The response buffer is bounded: when a client falls behind, its reader
+ * pauses and later catches up from the replay log, so nothing is dropped and
+ * memory stays flat; a client that reads nothing at all for
+ * `stuckClientTimeoutMs` is cut off with RUNNEL_ERR_SLOW_CLIENT. Whenever
+ * the stream ends for a client before the worker ended it, `onAbandon` runs
+ * (a disconnect may still resume; other reasons cancel at once).
  */
 import type { ServerResponse } from "node:http";
 import { ERRORS, type ErrorCode, openAIErrorBody, type StreamEvent } from "@runnel/shared";
 import { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
-import type { StreamSession } from "./stream-session.js";
+import type { StreamReader } from "./stream-reader.js";
 
 export type WireFormat = "sse" | "ndjson" | "json";
 
 export interface WriteStreamOptions {
-  readonly session: StreamSession;
+  readonly reader: StreamReader;
   readonly response: ServerResponse;
   readonly context: ChunkContext;
   readonly format: WireFormat;
   readonly heartbeatIntervalMs: number;
   readonly maxBufferBytes: number;
-  /** The stream ended before its worker ended it; cancel it. */
-  readonly onAbandon: (reason: string) => void;
+  /** A client that reads nothing for this long while events wait is cut off. */
+  readonly stuckClientTimeoutMs: number;
+  /** Extra response headers (the resume token). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** The stream ended for this client before its worker ended it. `detach`: the client just left (it may resume). */
+  readonly onAbandon: (reason: string, detach: boolean) => void;
   /** Runs once when the response is over, however it ended. */
   readonly onEnd: () => void;
 }
@@ -32,9 +38,6 @@ export interface OpenStream {
   /** Ends the stream now with an explicit RUNNEL_ERR_SHUTTING_DOWN error, and cancels it. */
   shutdown(): void;
 }
-
-/** How long a slow client, already ended, may go on reading before its socket is destroyed. */
-const SLOW_CLIENT_LINGER_MS = 5_000;
 
 const STREAM_HEADERS: Record<"sse" | "ndjson", Record<string, string>> = {
   sse: {
@@ -53,7 +56,8 @@ const STREAM_HEADERS: Record<"sse" | "ndjson", Record<string, string>> = {
 };
 
 export function writeStream(options: WriteStreamOptions): OpenStream {
-  const { session, response, context, format } = options;
+  const { reader, response, context, format } = options;
+  const streamHeaders = { "x-runnel-stream-id": reader.streamId, ...options.headers };
   const accumulator = format === "json" ? new CompletionAccumulator(context) : undefined;
   let headersSent = false;
   let ended = false;
@@ -63,12 +67,25 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (headersSent || format === "json") return;
     headersSent = true;
     response.socket?.setNoDelay(true);
-    response.writeHead(200, { ...STREAM_HEADERS[format], "x-runnel-stream-id": session.streamId });
+    response.writeHead(200, { ...STREAM_HEADERS[format], ...streamHeaders });
   };
 
+  let stuckTimer: NodeJS.Timeout | undefined;
   const write = (text: string) => {
     wroteSinceTick = true;
-    response.write(text);
+    if (!response.write(text) && response.writableLength > options.maxBufferBytes && !reader.paused) {
+      // The client is behind: stop taking events (they wait in the log) until its socket drains.
+      reader.pause();
+      stuckTimer = setTimeout(() => {
+        abandon("RUNNEL_ERR_SLOW_CLIENT", `the client read nothing for ${options.stuckClientTimeoutMs} ms`, "client stopped reading");
+        response.destroy();
+      }, options.stuckClientTimeoutMs);
+      stuckTimer.unref();
+      response.once("drain", () => {
+        clearTimeout(stuckTimer);
+        reader.resume();
+      });
+    }
   };
 
   /** SSE events from the worker carry their seq as the id; events the ingress makes up (seq 0) carry none. */
@@ -81,7 +98,8 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (ended) return;
     ended = true;
     clearInterval(heartbeat);
-    session.close();
+    clearTimeout(stuckTimer);
+    reader.close();
     response.end();
     options.onEnd();
   };
@@ -91,7 +109,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     const body = JSON.stringify(openAIErrorBody(code, message));
     if (!headersSent) {
       headersSent = true;
-      response.writeHead(httpStatus || 502, { "content-type": "application/json", "x-runnel-stream-id": session.streamId });
+      response.writeHead(httpStatus || 502, { "content-type": "application/json", ...streamHeaders });
       response.write(body);
     } else {
       write(frame(0, body));
@@ -102,7 +120,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
   const abandon = (code: ErrorCode, message: string, reason: string) => {
     if (ended) return;
     endWithError(code, message, ERRORS[code].httpStatus);
-    options.onAbandon(reason);
+    options.onAbandon(reason, false);
   };
 
   // Streams only: a comment (SSE) or a blank line (NDJSON) when nothing was written for a whole interval.
@@ -121,12 +139,13 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (ended) return;
     ended = true;
     clearInterval(heartbeat);
-    session.close();
+    clearTimeout(stuckTimer);
+    reader.close();
     options.onEnd();
-    options.onAbandon("client disconnected");
+    options.onAbandon("client disconnected", true);
   });
 
-  session.attach((event: StreamEvent) => {
+  reader.attach((event: StreamEvent) => {
     if (ended) return;
     const body = event.event;
     if (body?.$case === "error") {
@@ -136,7 +155,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (accumulator) {
       accumulator.add(event);
       if (body?.$case === "done") {
-        response.writeHead(200, { "content-type": "application/json", "x-runnel-stream-id": session.streamId });
+        response.writeHead(200, { "content-type": "application/json", ...streamHeaders });
         headersSent = true;
         response.write(JSON.stringify(accumulator.result()));
         finish();
@@ -151,20 +170,14 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
       finish();
       return;
     }
-    if (response.writableLength > options.maxBufferBytes) {
-      abandon("RUNNEL_ERR_SLOW_CLIENT", `the client read too slowly: more than ${options.maxBufferBytes} bytes waiting`, "slow client");
-      // The error event waits behind everything the client has not read. Give
-      // it a while to read on; a client that never does is cut off, so its
-      // buffered bytes are released.
-      setTimeout(() => {
-        if (!response.writableFinished) response.destroy();
-      }, SLOW_CLIENT_LINGER_MS).unref();
-    }
   });
 
   return {
     shutdown() {
-      abandon("RUNNEL_ERR_SHUTTING_DOWN", "the ingress is shutting down; retry the request", "ingress shutting down");
+      if (ended) return;
+      // Not a cancel: the generation goes on for the detach grace so the client can resume on another replica.
+      endWithError("RUNNEL_ERR_SHUTTING_DOWN", `the ingress is shutting down; resume from seq ${reader.position} on another replica`, 503);
+      options.onAbandon("ingress shutting down", true);
     },
   };
 }

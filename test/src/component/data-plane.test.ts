@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
-import { StreamSession } from "@runnel/ingress";
+import { EventLog, StreamHub, StreamReader } from "@runnel/ingress";
 import { buildMockProvider, type MockProvider, mockText } from "@runnel/mock-provider";
 import {
   type Bus,
@@ -106,6 +106,7 @@ models:
     createdAtMs: Date.now(),
     routingVersion: 0,
     traceContext: {},
+    keyId: "",
   });
 
   /** Subscribes to a stream's events; `done` resolves at the terminal event (or after `timeoutMs` with what came). */
@@ -285,6 +286,7 @@ models:
       lastSeq: 0,
       errorCode: "",
       cancelReason: "",
+      keyId: "",
     });
     assert.equal(claimed.claimed, true);
     await bus.js.publish(
@@ -305,37 +307,65 @@ models:
     assert.equal(mock.journal.entries().filter((entry) => entry.model === upstream).length, 0, "not generated again");
   });
 
-  test("the ingress's stream session: in order, duplicates dropped, a gap is an explicit error", async () => {
+  const reader = (streamId: string, after: number, fromLog: boolean, bufferEvents = 256) =>
+    new StreamReader({ hub: new StreamHub(bus.nc), log: new EventLog(bus), streamId, after, fromLog, bufferEvents });
+
+  test("the ingress's stream reader: in order, duplicates dropped, a hole in the log is an explicit error", async () => {
     const streamId = newStreamId();
-    const session = new StreamSession(bus.nc, streamId);
+    const live = reader(streamId, 0, false);
     const delivered: StreamEvent[] = [];
-    session.attach((event) => delivered.push(event));
+    live.attach((event) => delivered.push(event));
     const text = (seq: number): StreamEvent => ({ streamId, seq, event: { $case: "textDelta", value: { text: String(seq) } } });
     for (const seq of [1, 2, 2, 1, 3, 5, 6]) bus.nc.publish(eventsSubject(streamId), encodeEvent(text(seq)));
     await bus.nc.flush();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    const deadline = Date.now() + 3_000;
+    while (!live.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     assert.deepEqual(
       delivered.map((event) => event.seq),
       [1, 2, 3, 0],
     );
     const gap = delivered.at(-1)?.event;
     assert.equal(gap?.$case === "error" ? gap.value.code : gap?.$case, "RUNNEL_ERR_EVENT_GAP");
-    assert.equal(session.ended, true);
   });
 
-  test("the ingress's stream session: events before attach are kept (bounded) and delivered, overflow ends with an error", async () => {
+  test("the ingress's stream reader: far more events than its buffer before it attaches, all delivered in order from the log", async () => {
     const streamId = newStreamId();
-    const session = new StreamSession(bus.nc, streamId);
+    const early = reader(streamId, 0, false, 64);
     for (let seq = 1; seq <= 1100; seq++)
       bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: "x" } } }));
+    bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 1101, event: { $case: "done", value: { finishReason: 1 } } }));
     await bus.nc.flush();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     const delivered: StreamEvent[] = [];
-    session.attach((event) => delivered.push(event));
-    assert.equal(delivered.length, 1025);
-    assert.equal(delivered[1023]?.seq, 1024);
-    const last = delivered.at(-1)?.event;
-    assert.equal(last?.$case === "error" ? last.value.code : last?.$case, "RUNNEL_ERR_EVENT_GAP");
+    early.attach((event) => delivered.push(event));
+    const deadline = Date.now() + 5_000;
+    while (!early.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(
+      delivered.map((event) => event.seq),
+      Array.from({ length: 1101 }, (_value, index) => index + 1),
+    );
+  });
+
+  test("the ingress's stream reader: resumes from a position, replaying the log then following live", async () => {
+    const streamId = newStreamId();
+    for (let seq = 1; seq <= 10; seq++)
+      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: `${seq}` } } }));
+    const resumed = reader(streamId, 4, true);
+    const delivered: StreamEvent[] = [];
+    resumed.attach((event) => delivered.push(event));
+    await Promise.race([resumed.caughtUp, new Promise((_resolve, reject) => setTimeout(() => reject(new Error("not caught up with the log in 5 s")), 5_000))]);
+    for (let seq = 11; seq <= 12; seq++)
+      bus.nc.publish(
+        eventsSubject(streamId),
+        encodeEvent({ streamId, seq, event: { $case: "textDelta", value: `${seq}` ? { text: `${seq}` } : { text: "" } } }),
+      );
+    bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 13, event: { $case: "done", value: { finishReason: 1 } } }));
+    const deadline = Date.now() + 3_000;
+    while (!resumed.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(
+      delivered.map((event) => event.seq),
+      [5, 6, 7, 8, 9, 10, 11, 12, 13],
+    );
   });
 
   test("two workers claiming one stream: exactly one wins", async () => {
@@ -350,6 +380,7 @@ models:
       lastSeq: 0,
       errorCode: "",
       cancelReason: "",
+      keyId: "",
     };
     const results = await Promise.all([records.claim({ ...base, owner: "a" }), records.claim({ ...base, owner: "b" }), records.claim({ ...base, owner: "c" })]);
     assert.equal(results.filter((result) => result.claimed).length, 1);

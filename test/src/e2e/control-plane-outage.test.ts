@@ -49,7 +49,8 @@ describe("with the control plane gone", () => {
     }
     const seen = await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?tokens=5000") && request.clientClosed, 5_000);
     const latency = (seen.clientClosedAt ?? 0) - abortedAt;
-    assert.ok(latency < 2_000, `provider saw the close ${latency} ms after the client aborted`);
+    // The generation outlives the disconnect by the detach grace (1 s in the e2e config), then stops.
+    assert.ok(latency >= 900 && latency < 3_000, `provider saw the close ${latency} ms after the client aborted`);
   });
 
   test("the ingress and the worker stay ready", async () => {

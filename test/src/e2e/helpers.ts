@@ -11,12 +11,12 @@ export interface E2E extends AsyncDisposable {
 }
 
 /** Starts NATS (per the harness rules) and every service as real processes with the e2e config. */
-export async function startE2E(name: string): Promise<E2E> {
+export async function startE2E(name: string, config = E2E_CONFIG, env: Readonly<Record<string, string>> = {}): Promise<E2E> {
   const nats = await startNats();
   try {
     const stack = await startStack({
       natsUrl: nats.url,
-      env: { RUNNEL_CONFIG: E2E_CONFIG, LOG_LEVEL: "info" },
+      env: { RUNNEL_CONFIG: config, LOG_LEVEL: "info", ...env },
       logDir: join(REPO_ROOT, ".runnel", "logs", name),
     });
     const stop = async () => {

@@ -111,7 +111,8 @@ describe("a chat completion through the whole stack", () => {
     const seen = await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?tokens=5000") && request.clientClosed, 5_000);
     assert.ok(seen.clientClosedAt !== null);
     const latency = (seen.clientClosedAt ?? 0) - abortedAt;
-    assert.ok(latency < 1_000, `provider saw the close ${latency} ms after the client aborted`);
+    // The generation outlives the disconnect by the detach grace (1 s in the e2e config), then stops at once.
+    assert.ok(latency >= 900 && latency < 2_000, `provider saw the close ${latency} ms after the client aborted`);
     assert.ok(seen.tokensSent < 5000, "the provider stopped generating");
   });
 

@@ -1,20 +1,50 @@
 /**
- * A client that stops reading must not grow the ingress's memory without
- * limit: once its bounded buffer is full, its stream is ended with
- * RUNNEL_ERR_SLOW_CLIENT and the provider request is cancelled.
+ * Clients slower than the token rate. Ingress memory must stay bounded
+ * whatever the client does: a client that falls behind is paused and later
+ * catches up from the replay log with nothing lost; a client that reads
+ * nothing at all is cut off after `ingress.stuckClientTimeout` (3 s in the
+ * e2e config) and its provider request is cancelled.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { chatBody, type E2E, startE2E, waitForMockRequest } from "./helpers.js";
+import { chatBody, type E2E, parseSse, startE2E, waitForMockRequest } from "./helpers.js";
 
 function rssKiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
 }
 
-describe("a client that stops reading", () => {
+/** Sends a streaming request on a raw socket and returns the socket, paused: nothing is read until the test says so. */
+async function openPaused(ingressUrl: string, model: string): Promise<Socket> {
+  const url = new URL(ingressUrl);
+  const body = chatBody(model, { stream: true });
+  const socket = connect({ host: url.hostname, port: Number(url.port) });
+  await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+  socket.pause();
+  socket.write(
+    `POST /v1/chat/completions HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  return socket;
+}
+
+/** Removes HTTP/1.1 chunked framing from a response body. */
+function dechunk(raw: string): string {
+  let out = "";
+  let index = 0;
+  for (;;) {
+    const lineEnd = raw.indexOf("\r\n", index);
+    if (lineEnd < 0) break;
+    const size = Number.parseInt(raw.slice(index, lineEnd), 16);
+    if (!size) break;
+    out += raw.slice(lineEnd + 2, lineEnd + 2 + size);
+    index = lineEnd + 2 + size + 2;
+  }
+  return out;
+}
+
+describe("a client slower than the stream", () => {
   let e2e: E2E;
   before(async () => {
     e2e = await startE2E("slow-client");
@@ -23,38 +53,46 @@ describe("a client that stops reading", () => {
     await e2e?.[Symbol.asyncDispose]();
   });
 
-  test("is ended and the provider cancelled, with the ingress's memory bounded", { timeout: 60_000 }, async () => {
+  test("falls behind, then catches up from the log: every token, in order, with ingress memory bounded", { timeout: 90_000 }, async () => {
     const ingressPid = e2e.stack.services.get("ingress")?.process.pid ?? 0;
     const before = rssKiB(ingressPid);
-    const url = new URL(e2e.stack.ingressUrl);
-    const body = chatBody("flood", { stream: true });
-    const socket = connect({ host: url.hostname, port: Number(url.port) });
-    await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-    // Send the request, then never read a byte.
-    socket.pause();
-    socket.write(
-      `POST /v1/chat/completions HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
-    const startedAt = Date.now();
-    const seen = await waitForMockRequest(e2e.stack, (request) => request.model === "mock?tokens=1000000" && request.clientClosed, 30_000);
-    assert.ok(seen.tokensSent < 1_000_000, `the provider was stopped after ${seen.tokensSent} tokens`);
+    const socket = await openPaused(e2e.stack.ingressUrl, "burst");
+    // Not reading for 1.5 s (under the 3 s stuck timeout) while the provider streams 200,000 tokens (about 45 MB of SSE) as fast as it can.
+    await waitForMockRequest(e2e.stack, (request) => request.model === "mock?tokens=200000" && request.tokensSent > 20_000, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
     const growthKiB = rssKiB(ingressPid) - before;
-    assert.ok(growthKiB < 64 * 1024, `ingress RSS grew by ${growthKiB} KiB`);
-    // Reading on, the client finds the explicit error event at the end of its stream, and no [DONE].
-    let received = "";
+    const chunks: Buffer[] = [];
     await new Promise<void>((resolve, reject) => {
       socket.on("data", (data: Buffer) => {
-        received += data.toString("latin1");
-        if (received.endsWith("0\r\n\r\n")) resolve();
+        chunks.push(data);
+        // The chunked terminator: the response is complete.
+        if (data.subarray(-5).toString() === "0\r\n\r\n") resolve();
       });
-      socket.once("close", () => resolve());
+      socket.once("end", () => resolve());
       socket.once("error", reject);
       socket.resume();
     });
-    assert.match(received, /^HTTP\/1\.1 200/);
-    assert.match(received, /"code":"RUNNEL_ERR_SLOW_CLIENT"/);
-    assert.doesNotMatch(received, /\[DONE\]/);
-    assert.ok(Date.now() - startedAt < 30_000);
+    socket.destroy();
+    const raw = Buffer.concat(chunks).toString("utf8");
+    const head = raw.slice(0, raw.indexOf("\r\n\r\n"));
+    assert.match(head, /^HTTP\/1\.1 200/);
+    const { events } = parseSse(dechunk(raw.slice(head.length + 4)));
+    assert.equal(events.at(-1)?.data, "[DONE]");
+    const numbered = events.slice(0, -1);
+    assert.equal(numbered.length, 200_002, "role chunk, 200,000 tokens, finish chunk");
+    numbered.forEach((event, index) => {
+      if (Number(event.id) !== index + 1) assert.fail(`event ${index} has id ${event.id}`);
+    });
+    assert.ok(growthKiB < 40 * 1024, `ingress RSS grew by ${growthKiB} KiB while 45 MB waited for the client`);
+  });
+
+  test("reads nothing at all: cut off after the stuck timeout and the provider is cancelled", { timeout: 60_000 }, async () => {
+    const socket = await openPaused(e2e.stack.ingressUrl, "flood");
+    const openedAt = Date.now();
+    const seen = await waitForMockRequest(e2e.stack, (request) => request.model === "mock?tokens=1000000" && request.clientClosed, 30_000);
+    assert.ok(seen.tokensSent < 1_000_000, `the provider was stopped after ${seen.tokensSent} tokens`);
+    const elapsed = (seen.clientClosedAt ?? 0) - openedAt;
+    assert.ok(elapsed >= 2_500 && elapsed < 15_000, `cancelled ${elapsed} ms after the request`);
     socket.destroy();
   });
 });

@@ -159,11 +159,22 @@ export interface ProviderSpec {
   maxConnections: number;
   /** Health as the control plane last computed it. */
   healthy: boolean;
+  retries: ProviderRetries | undefined;
 }
 
 export interface ProviderSpec_HeadersEntry {
   key: string;
   value: string;
+}
+
+/** Retries before the first token, per provider. */
+export interface ProviderRetries {
+  /** Attempts in all, the first included; 1 means no retry. */
+  maxAttempts: number;
+  /** No attempt starts later than this after the first one. */
+  budgetMs: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
 }
 
 /** Stream-shaped timeouts, in milliseconds; 0 means none. */
@@ -248,6 +259,8 @@ export interface StreamState {
   lastSeq: number;
   errorCode: string;
   cancelReason: string;
+  /** The API key name that opened the stream, copied from the job. */
+  keyId: string;
 }
 
 export interface ListStreamsRequest {
@@ -603,6 +616,7 @@ function createBaseProviderSpec(): ProviderSpec {
     timeouts: undefined,
     maxConnections: 0,
     healthy: false,
+    retries: undefined,
   };
 }
 
@@ -631,6 +645,9 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     }
     if (message.healthy !== false) {
       writer.uint32(64).bool(message.healthy);
+    }
+    if (message.retries !== undefined) {
+      ProviderRetries.encode(message.retries, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -715,6 +732,14 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
             message.healthy = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.retries = ProviderRetries.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -762,6 +787,7 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
         ? globalThis.Number(object.max_connections)
         : 0,
       healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
+      retries: isSet(object.retries) ? ProviderRetries.fromJSON(object.retries) : undefined,
     };
   },
 
@@ -797,6 +823,9 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     if (message.healthy !== false) {
       obj.healthy = message.healthy;
     }
+    if (message.retries !== undefined) {
+      obj.retries = ProviderRetries.toJSON(message.retries);
+    }
     return obj;
   },
 
@@ -823,6 +852,9 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
       : undefined;
     message.maxConnections = object.maxConnections ?? 0;
     message.healthy = object.healthy ?? false;
+    message.retries = (object.retries !== undefined && object.retries !== null)
+      ? ProviderRetries.fromPartial(object.retries)
+      : undefined;
     return message;
   },
 };
@@ -908,6 +940,139 @@ export const ProviderSpec_HeadersEntry: MessageFns<ProviderSpec_HeadersEntry> = 
     const message = createBaseProviderSpec_HeadersEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseProviderRetries(): ProviderRetries {
+  return { maxAttempts: 0, budgetMs: 0, baseDelayMs: 0, maxDelayMs: 0 };
+}
+
+export const ProviderRetries: MessageFns<ProviderRetries> = {
+  encode(message: ProviderRetries, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maxAttempts !== 0) {
+      writer.uint32(8).uint32(message.maxAttempts);
+    }
+    if (message.budgetMs !== 0) {
+      writer.uint32(16).uint32(message.budgetMs);
+    }
+    if (message.baseDelayMs !== 0) {
+      writer.uint32(24).uint32(message.baseDelayMs);
+    }
+    if (message.maxDelayMs !== 0) {
+      writer.uint32(32).uint32(message.maxDelayMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProviderRetries {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProviderRetries();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.maxAttempts = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.budgetMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.baseDelayMs = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxDelayMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProviderRetries {
+    return {
+      maxAttempts: isSet(object.maxAttempts)
+        ? globalThis.Number(object.maxAttempts)
+        : isSet(object.max_attempts)
+        ? globalThis.Number(object.max_attempts)
+        : 0,
+      budgetMs: isSet(object.budgetMs)
+        ? globalThis.Number(object.budgetMs)
+        : isSet(object.budget_ms)
+        ? globalThis.Number(object.budget_ms)
+        : 0,
+      baseDelayMs: isSet(object.baseDelayMs)
+        ? globalThis.Number(object.baseDelayMs)
+        : isSet(object.base_delay_ms)
+        ? globalThis.Number(object.base_delay_ms)
+        : 0,
+      maxDelayMs: isSet(object.maxDelayMs)
+        ? globalThis.Number(object.maxDelayMs)
+        : isSet(object.max_delay_ms)
+        ? globalThis.Number(object.max_delay_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ProviderRetries): unknown {
+    const obj: any = {};
+    if (message.maxAttempts !== 0) {
+      obj.maxAttempts = Math.round(message.maxAttempts);
+    }
+    if (message.budgetMs !== 0) {
+      obj.budgetMs = Math.round(message.budgetMs);
+    }
+    if (message.baseDelayMs !== 0) {
+      obj.baseDelayMs = Math.round(message.baseDelayMs);
+    }
+    if (message.maxDelayMs !== 0) {
+      obj.maxDelayMs = Math.round(message.maxDelayMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProviderRetries>): ProviderRetries {
+    return ProviderRetries.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProviderRetries>): ProviderRetries {
+    const message = createBaseProviderRetries();
+    message.maxAttempts = object.maxAttempts ?? 0;
+    message.budgetMs = object.budgetMs ?? 0;
+    message.baseDelayMs = object.baseDelayMs ?? 0;
+    message.maxDelayMs = object.maxDelayMs ?? 0;
     return message;
   },
 };
@@ -2070,6 +2235,7 @@ function createBaseStreamState(): StreamState {
     lastSeq: 0,
     errorCode: "",
     cancelReason: "",
+    keyId: "",
   };
 }
 
@@ -2104,6 +2270,9 @@ export const StreamState: MessageFns<StreamState> = {
     }
     if (message.cancelReason !== "") {
       writer.uint32(82).string(message.cancelReason);
+    }
+    if (message.keyId !== "") {
+      writer.uint32(90).string(message.keyId);
     }
     return writer;
   },
@@ -2201,6 +2370,14 @@ export const StreamState: MessageFns<StreamState> = {
             message.cancelReason = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2249,6 +2426,11 @@ export const StreamState: MessageFns<StreamState> = {
         : isSet(object.cancel_reason)
         ? globalThis.String(object.cancel_reason)
         : "",
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
     };
   },
 
@@ -2284,6 +2466,9 @@ export const StreamState: MessageFns<StreamState> = {
     if (message.cancelReason !== "") {
       obj.cancelReason = message.cancelReason;
     }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
     return obj;
   },
 
@@ -2302,6 +2487,7 @@ export const StreamState: MessageFns<StreamState> = {
     message.lastSeq = object.lastSeq ?? 0;
     message.errorCode = object.errorCode ?? "";
     message.cancelReason = object.cancelReason ?? "";
+    message.keyId = object.keyId ?? "";
     return message;
   },
 };

@@ -141,6 +141,11 @@ export interface Job {
   routingVersion: number;
   /** W3C trace context (traceparent, tracestate) of the request. */
   traceContext: { [key: string]: string };
+  /**
+   * The name of the API key that opened the stream ("" when auth is off):
+   * only that key (or the stream's resume token) may read or cancel it.
+   */
+  keyId: string;
 }
 
 export interface Job_TraceContextEntry {
@@ -1086,6 +1091,7 @@ function createBaseJob(): Job {
     createdAtMs: 0,
     routingVersion: 0,
     traceContext: {},
+    keyId: "",
   };
 }
 
@@ -1112,6 +1118,9 @@ export const Job: MessageFns<Job> = {
     globalThis.Object.entries(message.traceContext).forEach(([key, value]: [string, string]) => {
       Job_TraceContextEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
     });
+    if (message.keyId !== "") {
+      writer.uint32(66).string(message.keyId);
+    }
     return writer;
   },
 
@@ -1187,6 +1196,14 @@ export const Job: MessageFns<Job> = {
             }
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1246,6 +1263,11 @@ export const Job: MessageFns<Job> = {
           {},
         )
         : {},
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
     };
   },
 
@@ -1278,6 +1300,9 @@ export const Job: MessageFns<Job> = {
         });
       }
     }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
     return obj;
   },
 
@@ -1303,6 +1328,7 @@ export const Job: MessageFns<Job> = {
       },
       {},
     );
+    message.keyId = object.keyId ?? "";
     return message;
   },
 };

@@ -1,0 +1,63 @@
+/** `POST /v1/chat/completions`: the OpenAI API, streaming (SSE or NDJSON) and not. */
+import { type Job, newStreamId, RunnelError } from "@runnel/shared";
+import type { FastifyInstance } from "fastify";
+import type { ChunkContext } from "../openai-encoder.js";
+import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
+import { type OpenStream, type WireFormat, writeStream } from "../stream-writer.js";
+import type { RouteContext } from "./context.js";
+
+export function registerChatCompletions(app: FastifyInstance, context: RouteContext): void {
+  app.post("/v1/chat/completions", async (request, reply) => {
+    context.refuseIfClosing();
+    const keyName = context.auth.identify(request.headers);
+    const body = parseChatCompletionRequest(request.body);
+    const routing = context.routing();
+    if (!routing.model(body.model)) {
+      throw new RunnelError("RUNNEL_ERR_MODEL_NOT_FOUND", `The model \`${body.model}\` does not exist (known: ${routing.modelNames.join(", ")})`, {
+        param: "model",
+      });
+    }
+    const streaming = body.stream === true;
+    const streamId = newStreamId();
+    const now = Date.now();
+    const job: Job = {
+      streamId,
+      model: body.model,
+      request: toChatRequest(body, streaming ? body.stream_options?.include_usage === true : true),
+      routes: routing.orderRoutes(body.model),
+      createdAtMs: now,
+      routingVersion: routing.version,
+      traceContext: {},
+      keyId: keyName,
+    };
+    const reader = await context.streams.open(job);
+    const streamLog = request.log.child({ stream_id: streamId });
+    streamLog.debug({ model: body.model, streaming }, "stream submitted");
+    const chunkContext: ChunkContext = { id: `chatcmpl-${streamId}`, created: Math.floor(now / 1000), model: body.model };
+    const format: WireFormat = !streaming ? "json" : (request.headers.accept ?? "").includes("application/x-ndjson") ? "ndjson" : "sse";
+    reply.hijack();
+    let untrack: () => void = () => {};
+    let ended = false;
+    const handle: OpenStream = writeStream({
+      reader,
+      response: reply.raw,
+      context: chunkContext,
+      format,
+      heartbeatIntervalMs: context.options.heartbeatInterval,
+      maxBufferBytes: context.options.maxClientBufferBytes,
+      stuckClientTimeoutMs: context.options.stuckClientTimeout,
+      headers: { "x-runnel-resume-token": context.auth.resumeToken(streamId) },
+      onAbandon: (reason, detach) => {
+        streamLog.info({ reason, detach }, "client left the stream");
+        context.streams.abandoned(streamId, reason, detach);
+      },
+      onEnd: () => {
+        ended = true;
+        untrack();
+      },
+    });
+    untrack = context.track(handle);
+    if (ended) untrack();
+    return reply;
+  });
+}

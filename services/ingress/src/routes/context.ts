@@ -1,0 +1,18 @@
+import type { Logger, RoutingTable, RunnelConfig } from "@runnel/shared";
+import type { Auth } from "../auth.js";
+import type { OpenStream } from "../stream-writer.js";
+import type { StreamService } from "../streams.js";
+
+/** What every transport's routes need from the ingress. */
+export interface RouteContext {
+  readonly streams: StreamService;
+  readonly auth: Auth;
+  readonly log: Logger;
+  readonly options: Readonly<RunnelConfig["ingress"]>;
+  /** The last routing snapshot; throws RUNNEL_ERR_NOT_READY before the first. */
+  readonly routing: () => RoutingTable;
+  /** Throws RUNNEL_ERR_SHUTTING_DOWN once shutdown began. */
+  readonly refuseIfClosing: () => void;
+  /** Registers an open response so shutdown can end it; returns the function to call when it ends. */
+  readonly track: (stream: OpenStream) => () => void;
+}

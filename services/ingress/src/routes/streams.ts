@@ -1,0 +1,166 @@
+/**
+ * Stream resources: status and cancel, resume (EventSource-compatible SSE
+ * from a position, then live) and long-polling deltas. A stream can be read
+ * or cancelled with its resume token (header or `?token=`) or with the API
+ * key that opened it.
+ */
+import { isTerminalPhase, isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase } from "@runnel/shared";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { z } from "zod";
+import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
+import { type OpenStream, writeStream } from "../stream-writer.js";
+import type { RouteContext } from "./context.js";
+
+const PHASE_NAMES: Record<number, string> = {
+  [StreamPhase.STREAM_PHASE_UNSPECIFIED]: "unknown",
+  [StreamPhase.STREAM_PHASE_QUEUED]: "queued",
+  [StreamPhase.STREAM_PHASE_RUNNING]: "running",
+  [StreamPhase.STREAM_PHASE_DONE]: "done",
+  [StreamPhase.STREAM_PHASE_FAILED]: "failed",
+  [StreamPhase.STREAM_PHASE_CANCELLED]: "cancelled",
+};
+
+const position = z.coerce.number().int().nonnegative();
+const EventsQuery = z.object({ after: position.optional(), token: z.string().optional() });
+const DeltasQuery = z.object({ after: position.default(0), wait: z.coerce.number().int().min(0).max(60_000).default(0), token: z.string().optional() });
+const TokenQuery = z.object({ token: z.string().optional() });
+
+/** Most events one poll answers with. */
+const DELTAS_LIMIT = 1_000;
+
+function streamIdParam(request: FastifyRequest): string {
+  const { id } = request.params as { id: string };
+  if (!isValidStreamId(id)) throw new RunnelError("RUNNEL_ERR_STREAM_NOT_FOUND", `No stream ${id}`, { param: "id" });
+  return id;
+}
+
+function parseQuery<T>(schema: z.ZodType<T>, query: unknown): T {
+  const result = schema.safeParse(query);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const param = issue ? String(issue.path[0]) : undefined;
+  throw new RunnelError("RUNNEL_ERR_INVALID_REQUEST", `${param ?? "query"}: ${issue?.message ?? "invalid"}`, param ? { param } : {});
+}
+
+function presentedToken(request: FastifyRequest, queryToken: string | undefined): string | undefined {
+  const header = request.headers["x-runnel-resume-token"];
+  return queryToken ?? (typeof header === "string" ? header : undefined);
+}
+
+function statusBody(streamId: string, record: StoredRecord | undefined) {
+  const state = record?.state;
+  return {
+    id: streamId,
+    object: "runnel.stream",
+    status: state ? (PHASE_NAMES[state.phase] ?? "unknown") : "queued",
+    model: state?.model || null,
+    created: state ? Math.floor(state.createdAtMs / 1000) : null,
+    last_seq: state?.lastSeq ?? 0,
+    error: state?.errorCode ? { code: state.errorCode } : null,
+    cancel_reason: state?.cancelReason || null,
+  };
+}
+
+/** The `chat.completion.chunk` context of a stream being resumed. */
+function chunkContext(streamId: string, record: StoredRecord | undefined): ChunkContext {
+  return {
+    id: `chatcmpl-${streamId}`,
+    created: Math.floor((record?.state.createdAtMs ?? Date.now()) / 1000),
+    model: record?.state.model ?? "",
+  };
+}
+
+export function registerStreamRoutes(app: FastifyInstance, context: RouteContext): void {
+  const authorize = async (request: FastifyRequest, token: string | undefined) => {
+    const streamId = streamIdParam(request);
+    const keyName = context.auth.tryIdentify(request.headers);
+    const record = await context.streams.authorize(streamId, keyName, presentedToken(request, token));
+    return { streamId, record };
+  };
+
+  app.get("/v1/streams/:id", async (request) => {
+    const { token } = parseQuery(TokenQuery, request.query);
+    const { streamId, record } = await authorize(request, token);
+    return statusBody(streamId, record);
+  });
+
+  app.delete("/v1/streams/:id", async (request) => {
+    const { token } = parseQuery(TokenQuery, request.query);
+    const { streamId } = await authorize(request, token);
+    await context.streams.cancel(streamId, "cancelled by the client (DELETE)");
+    return statusBody(streamId, await context.streams.record(streamId));
+  });
+
+  app.get("/v1/streams/:id/events", async (request, reply) => {
+    context.refuseIfClosing();
+    const query = parseQuery(EventsQuery, request.query);
+    const { streamId, record } = await authorize(request, query.token);
+    const lastEventId = request.headers["last-event-id"];
+    const after = query.after ?? (typeof lastEventId === "string" && /^\d+$/.test(lastEventId) ? Number(lastEventId) : 0);
+    if (record && isTerminalPhase(record.state.phase) && record.state.lastSeq > 0 && after >= record.state.lastSeq) {
+      // Nothing after the end: 204 tells an EventSource to stop reconnecting.
+      return reply.code(204).send();
+    }
+    const reader = context.streams.reader(streamId, after, true);
+    context.streams.attached(streamId);
+    request.log.info({ stream_id: streamId, after }, "stream resumed");
+    reply.hijack();
+    let untrack: () => void = () => {};
+    let ended = false;
+    const handle: OpenStream = writeStream({
+      reader,
+      response: reply.raw,
+      context: chunkContext(streamId, record),
+      format: "sse",
+      heartbeatIntervalMs: context.options.heartbeatInterval,
+      maxBufferBytes: context.options.maxClientBufferBytes,
+      stuckClientTimeoutMs: context.options.stuckClientTimeout,
+      onAbandon: (reason, detach) => context.streams.abandoned(streamId, reason, detach),
+      onEnd: () => {
+        ended = true;
+        untrack();
+      },
+    });
+    untrack = context.track(handle);
+    if (ended) untrack();
+    return reply;
+  });
+
+  app.get("/v1/streams/:id/deltas", async (request) => {
+    context.refuseIfClosing();
+    const query = parseQuery(DeltasQuery, request.query);
+    const { streamId, record } = await authorize(request, query.token);
+    const reader = context.streams.reader(streamId, query.after, true);
+    context.streams.attached(streamId);
+    const chunks = chunkContext(streamId, record);
+    const events: unknown[] = [];
+    let next = query.after;
+    let done = false;
+    let wake: (() => void) | undefined;
+    reader.attach((event: StreamEvent) => {
+      if (events.length >= DELTAS_LIMIT) {
+        reader.pause();
+        return;
+      }
+      const payload = JSON.parse(encodeChunk(chunks, event) ?? "{}") as object;
+      const body = event.event;
+      events.push(body?.$case === "error" ? { seq: event.seq, ...payload } : { seq: event.seq, chunk: payload });
+      if (event.seq > 0) next = event.seq;
+      if (body?.$case === "done" || body?.$case === "error") done = true;
+      wake?.();
+    });
+    // First what the log holds, then (if nothing yet) wait up to `wait` for the next events.
+    const deadline = Date.now() + query.wait;
+    await Promise.race([reader.caughtUp, new Promise((resolve) => setTimeout(resolve, query.wait + 5_000))]);
+    while (events.length === 0 && !done && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, deadline - Date.now());
+      });
+    }
+    // Events of the same burst join this answer.
+    await new Promise((resolve) => setImmediate(resolve));
+    reader.close();
+    return { events, next, done };
+  });
+}

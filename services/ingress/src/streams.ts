@@ -1,0 +1,226 @@
+/**
+ * The ingress's streams, whatever the transport: submitting a job, reading a
+ * stream from a position, cancelling, the detach grace, ownership checks,
+ * and the watch that ends streams whose worker is gone. Transports (HTTP
+ * routes, WebSocket) call this; they only frame events.
+ */
+import {
+  type Bus,
+  type ControlPlaneLink,
+  cancelStream,
+  encodeJob,
+  JOBS_SUBJECT,
+  type Job,
+  type Logger,
+  type RunnelConfig,
+  RunnelError,
+  type StoredRecord,
+  type StreamRecords,
+} from "@runnel/shared";
+import type { Auth } from "./auth.js";
+import { EventLog } from "./event-log.js";
+import { judgeQuietStream, type StallPolicy } from "./stall-watch.js";
+import { StreamHub } from "./stream-hub.js";
+import { StreamReader } from "./stream-reader.js";
+
+/** Subject on which an ingress says a stream has a reader again (ends other replicas' detach timers). */
+const ATTACHED_SUBJECTS = "runnel.ctl.attached.*";
+const attachedSubject = (streamId: string) => `runnel.ctl.attached.${streamId}`;
+
+export interface StreamServiceDeps {
+  readonly bus: Bus;
+  readonly records: StreamRecords;
+  readonly link: ControlPlaneLink;
+  readonly log: Logger;
+  readonly auth: Auth;
+  readonly options: Readonly<RunnelConfig["ingress"]>;
+  readonly busOptions: Readonly<RunnelConfig["bus"]>;
+}
+
+interface Watched {
+  readonly reader: StreamReader;
+  readonly openedAtMs: number;
+  seen: number;
+  quietSince: number;
+  checking: boolean;
+}
+
+export class StreamService {
+  readonly hub: StreamHub;
+  readonly eventLog: EventLog;
+  readonly #deps: StreamServiceDeps;
+  readonly #watched = new Set<Watched>();
+  readonly #detached = new Map<string, NodeJS.Timeout>();
+  readonly #attachedSubscription: ReturnType<Bus["nc"]["subscribe"]>;
+  readonly #stallTimer: NodeJS.Timeout;
+  readonly #stallPolicy: StallPolicy;
+
+  constructor(deps: StreamServiceDeps) {
+    this.#deps = deps;
+    this.hub = new StreamHub(deps.bus.nc);
+    this.eventLog = new EventLog(deps.bus);
+    this.#attachedSubscription = deps.bus.nc.subscribe(ATTACHED_SUBJECTS, {
+      callback: (error, message) => {
+        if (error) return;
+        this.#clearDetach(message.subject.slice(ATTACHED_SUBJECTS.length - 1));
+      },
+    });
+    this.#stallPolicy = {
+      quietMs: Math.max(deps.options.heartbeatInterval * 2, 1_000),
+      jobMaxAgeMs: deps.busOptions.jobMaxAge + 5_000,
+      // Workers refresh a running stream's record every third of the ack deadline.
+      workerLostMs: deps.busOptions.jobAckWait * 2,
+    };
+    this.#stallTimer = setInterval(() => this.#checkQuietStreams(), Math.min(5_000, this.#stallPolicy.quietMs / 2));
+    this.#stallTimer.unref();
+  }
+
+  /**
+   * Opens a new stream: joins its live feed first (so no event can be
+   * missed), then submits the job. The returned reader starts at seq 1.
+   */
+  async open(job: Job): Promise<StreamReader> {
+    const reader = this.reader(job.streamId, 0, false);
+    try {
+      await this.#deps.bus.js.publish(JOBS_SUBJECT, encodeJob(job), { msgID: job.streamId, timeout: 5_000 });
+    } catch (error) {
+      reader.close();
+      throw new RunnelError("RUNNEL_ERR_OVERLOADED", "the job could not be queued", { cause: error });
+    }
+    return reader;
+  }
+
+  /** A reader of a stream from `after`, watched for a lost worker until it ends. */
+  reader(streamId: string, after: number, fromLog: boolean): StreamReader {
+    const reader = new StreamReader({
+      hub: this.hub,
+      log: this.eventLog,
+      streamId,
+      after,
+      fromLog,
+      bufferEvents: this.#deps.options.readerBufferEvents,
+      onLogError: (error) => this.#deps.log.warn({ stream_id: streamId, err: error }, "reading the event log failed; retrying"),
+    });
+    const now = Date.now();
+    this.#watched.add({ reader, openedAtMs: now, seen: -1, quietSince: now, checking: false });
+    return reader;
+  }
+
+  /** A client reads the stream again: no pending detach may cancel it, on any replica. */
+  attached(streamId: string): void {
+    this.#clearDetach(streamId);
+    this.#deps.bus.nc.publish(attachedSubject(streamId));
+  }
+
+  /**
+   * The client went away before the stream ended. A disconnect keeps the
+   * generation running for the detach grace, so the client can resume; any
+   * other reason (too slow, shutdown, explicit) cancels at once.
+   */
+  abandoned(streamId: string, reason: string, detach: boolean): void {
+    const grace = this.#deps.options.detachGrace;
+    if (!detach || grace === 0) {
+      this.cancel(streamId, reason);
+      return;
+    }
+    this.#clearDetach(streamId);
+    const timer = setTimeout(() => {
+      this.#detached.delete(streamId);
+      // Still being read here (a resumed client on this replica)? Then it is not abandoned.
+      if (this.hub.listeners(streamId) > 0) return;
+      this.cancel(streamId, `${reason}; not resumed within ${grace} ms`);
+    }, grace);
+    timer.unref();
+    this.#detached.set(streamId, timer);
+  }
+
+  /** Cancels through the control plane; if no replica answers, runs the same steps here. */
+  cancel(streamId: string, reason: string): Promise<void> {
+    const { link, records, bus, log } = this.#deps;
+    return link.cancel(streamId, reason, 2_000).then(
+      () => {
+        log.info({ stream_id: streamId, reason }, "stream cancelled");
+      },
+      async (error: unknown) => {
+        log.warn({ stream_id: streamId, err: (error as Error).message }, "control plane did not take the cancel; cancelling directly");
+        await cancelStream(records, bus.nc, streamId, reason).catch((fallbackError: unknown) =>
+          log.error({ stream_id: streamId, err: fallbackError }, "cancel failed"),
+        );
+      },
+    );
+  }
+
+  /** The stream's record, if a worker has taken it (or it was cancelled). */
+  record(streamId: string): Promise<StoredRecord | undefined> {
+    return this.#deps.records.get(streamId);
+  }
+
+  /**
+   * May this request read or cancel the stream? Yes with the stream's resume
+   * token, or with the API key that opened it (or when auth is off).
+   */
+  async authorize(streamId: string, keyName: string | undefined, token: string | undefined): Promise<StoredRecord | undefined> {
+    const record = await this.record(streamId);
+    if (this.#deps.auth.verifyToken(streamId, token)) return record;
+    if (keyName === undefined) throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", "Missing API key or resume token for this stream");
+    if (!record) throw new RunnelError("RUNNEL_ERR_STREAM_NOT_FOUND", `No stream ${streamId} (it never existed, or is past its retention)`);
+    if (!this.#deps.auth.open && record.state.keyId !== keyName) {
+      throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", "This API key did not open the stream");
+    }
+    return record;
+  }
+
+  /** Open readers (for readiness details and tests). */
+  get readers(): number {
+    return this.#watched.size;
+  }
+
+  close(): void {
+    clearInterval(this.#stallTimer);
+    this.#attachedSubscription.unsubscribe();
+    for (const timer of this.#detached.values()) clearTimeout(timer);
+    this.#detached.clear();
+  }
+
+  #clearDetach(streamId: string): void {
+    const timer = this.#detached.get(streamId);
+    if (timer) {
+      clearTimeout(timer);
+      this.#detached.delete(streamId);
+    }
+  }
+
+  /** Looks up the records of quiet streams and ends those that can no longer end on their own. */
+  #checkQuietStreams(): void {
+    const now = Date.now();
+    for (const watched of this.#watched) {
+      const { reader } = watched;
+      if (reader.ended) {
+        this.#watched.delete(watched);
+        continue;
+      }
+      // A paused reader waits for its client, not for a worker; it reads the rest from the log later.
+      if (reader.activity !== watched.seen || reader.paused) {
+        watched.seen = reader.activity;
+        watched.quietSince = now;
+        continue;
+      }
+      if (watched.checking || now - watched.quietSince < this.#stallPolicy.quietMs) continue;
+      watched.checking = true;
+      this.record(reader.streamId)
+        .then((record) => {
+          const verdict = judgeQuietStream(record?.state, watched.openedAtMs, Date.now(), this.#stallPolicy);
+          if (verdict.end && !reader.ended) {
+            this.#deps.log.warn({ stream_id: reader.streamId, code: verdict.code }, verdict.message);
+            reader.fail(verdict.code, verdict.message);
+            void this.cancel(reader.streamId, verdict.message);
+          }
+        })
+        .catch((error: unknown) => this.#deps.log.warn({ stream_id: reader.streamId, err: error }, "stream record check failed"))
+        .finally(() => {
+          watched.checking = false;
+          watched.quietSince = Date.now();
+        });
+    }
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * The stream resources and the other clients, end to end through all
+ * services: resume with the `eventsource` package after a drop, DELETE
+ * cancel, status, long-polling deltas, a 20-second quiet upstream with
+ * heartbeats, `curl -N` receiving lines before the upstream finishes, the
+ * Python `openai` package, and bad input (413).
+ */
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { mockText } from "@runnel/mock-provider";
+import { EventSource } from "eventsource";
+import { REPO_ROOT } from "../stack.js";
+import { chatBody, type E2E, parseSse, startE2E, waitForMockRequest } from "./helpers.js";
+
+const run = promisify(execFile);
+
+interface Chunk {
+  choices: { delta: { content?: string }; finish_reason: string | null }[];
+}
+
+const content = (data: string) => (JSON.parse(data) as Chunk).choices[0]?.delta.content ?? "";
+
+/** Opens a streaming completion and reads it until `stopAfter` SSE events have arrived, then drops the connection. */
+async function openAndDrop(ingressUrl: string, model: string, stopAfter: number) {
+  const controller = new AbortController();
+  const response = await fetch(`${ingressUrl}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: chatBody(model, { stream: true }),
+    signal: controller.signal,
+  });
+  const streamId = response.headers.get("x-runnel-stream-id") ?? "";
+  const token = response.headers.get("x-runnel-resume-token") ?? "";
+  const reader = response.body?.getReader();
+  assert.ok(reader);
+  const decoder = new TextDecoder();
+  let text = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    assert.equal(done, false, "the stream ended before the drop");
+    text += decoder.decode(value, { stream: true });
+    const complete = text.slice(0, text.lastIndexOf("\n\n") + 2);
+    if (parseSse(complete).events.length >= stopAfter) {
+      controller.abort();
+      return { streamId, token, events: parseSse(complete).events };
+    }
+  }
+}
+
+describe("stream resources and more clients", () => {
+  let e2e: E2E;
+  before(async () => {
+    e2e = await startE2E("streams");
+  });
+  after(async () => {
+    await e2e?.[Symbol.asyncDispose]();
+  });
+
+  test("a dropped stream resumes with EventSource from its last id: the whole text, exactly once", { timeout: 30_000 }, async () => {
+    const first = await openAndDrop(e2e.stack.ingressUrl, "medium", 40);
+    const lastId = Number(first.events.at(-1)?.id);
+    assert.ok(lastId >= 40);
+    // Within the 1 s detach grace: the generation is still running.
+    const url = `${e2e.stack.ingressUrl}/v1/streams/${first.streamId}/events?after=${lastId}&token=${first.token}`;
+    const resumed = await new Promise<{ id: number; data: string }[]>((resolve, reject) => {
+      const events: { id: number; data: string }[] = [];
+      const source = new EventSource(url);
+      source.onmessage = (message) => {
+        if (message.data === "[DONE]") {
+          source.close();
+          resolve(events);
+          return;
+        }
+        events.push({ id: Number(message.lastEventId), data: message.data });
+      };
+      source.onerror = (error) => {
+        source.close();
+        reject(new Error(`EventSource failed: ${String(error.message)}`));
+      };
+    });
+    const ids = [...first.events.map((event) => Number(event.id)), ...resumed.map((event) => event.id)];
+    assert.deepEqual(
+      ids,
+      ids.map((_id, index) => index + 1),
+      "consecutive ids, no duplicate, no gap",
+    );
+    const text = [...first.events, ...resumed].map((event) => content(event.data)).join("");
+    assert.equal(text, mockText(200, 0));
+    const seen = (await (await fetch(`${e2e.stack.mockUrl}/_mock/requests`)).json()) as { requests: { model: string; clientClosed: boolean }[] };
+    assert.equal(seen.requests.filter((request) => request.model === "mock?tokens=200&itl=10" && request.clientClosed).length, 0, "never cancelled");
+  });
+
+  test("resuming after the end answers 204, so EventSource stops reconnecting", async () => {
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("mock", { stream: true }),
+    });
+    const streamId = response.headers.get("x-runnel-stream-id");
+    const token = response.headers.get("x-runnel-resume-token");
+    const { events } = parseSse(await response.text());
+    const last = events.at(-2)?.id;
+    const again = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/events?token=${token}`, { headers: { "last-event-id": String(last) } });
+    assert.equal(again.status, 204);
+  });
+
+  test("DELETE cancels at once and idempotently; the reader gets RUNNEL_ERR_CANCELLED; status says cancelled", async () => {
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("long", { stream: true }),
+    });
+    const streamId = response.headers.get("x-runnel-stream-id") ?? "";
+    const token = response.headers.get("x-runnel-resume-token") ?? "";
+    const body = response.text();
+    await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?tokens=5000") && request.tokensSent > 3 && !request.clientClosed, 5_000);
+    const cancelledAt = Date.now();
+    const cancel = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token}`, { method: "DELETE" });
+    assert.equal(cancel.status, 200);
+    const seen = await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?tokens=5000") && request.clientClosed, 3_000);
+    assert.ok((seen.clientClosedAt ?? 0) - cancelledAt < 1_000, `provider closed ${(seen.clientClosedAt ?? 0) - cancelledAt} ms after DELETE`);
+    const { events } = parseSse(await body);
+    const last = JSON.parse(events.at(-1)?.data ?? "{}") as { error?: { code: string } };
+    assert.equal(last.error?.code, "RUNNEL_ERR_CANCELLED");
+    const again = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}`, { method: "DELETE", headers: { "x-runnel-resume-token": token } });
+    assert.equal(again.status, 200);
+    const status = (await (await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token}`)).json()) as { status: string; id: string };
+    assert.equal(status.id, streamId);
+    assert.equal(status.status, "cancelled");
+  });
+
+  test("an unknown stream is a 404 in OpenAI's error format", async () => {
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/streams/AAAAAAAAAAAAAAAAAAAAAA`);
+    assert.equal(response.status, 404);
+    const body = (await response.json()) as { error: { code: string } };
+    assert.equal(body.error.code, "RUNNEL_ERR_STREAM_NOT_FOUND");
+  });
+
+  test("long-polling deltas read the whole stream in order", { timeout: 30_000 }, async () => {
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("medium", { stream: true }),
+    });
+    const streamId = response.headers.get("x-runnel-stream-id");
+    const token = response.headers.get("x-runnel-resume-token");
+    void response.body?.cancel();
+    let next = 0;
+    let done = false;
+    let text = "";
+    let polls = 0;
+    while (!done) {
+      polls += 1;
+      assert.ok(polls < 500, "too many polls");
+      const poll = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/deltas?after=${next}&wait=2000&token=${token}`);
+      assert.equal(poll.status, 200);
+      const body = (await poll.json()) as { events: { seq: number; chunk?: Chunk }[]; next: number; done: boolean };
+      for (const [index, event] of body.events.entries()) assert.equal(event.seq, next + index + 1);
+      text += body.events.map((event) => event.chunk?.choices[0]?.delta.content ?? "").join("");
+      assert.ok(body.next >= next);
+      next = body.next;
+      done = body.done;
+    }
+    assert.equal(text, mockText(200, 0));
+  });
+
+  test("a 20-second quiet upstream is not timed out and gets heartbeats meanwhile", { timeout: 60_000 }, async () => {
+    const started = Date.now();
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("quiet", { stream: true }),
+    });
+    const { events, comments } = parseSse(await response.text());
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 19_500, `answered after ${elapsed} ms`);
+    assert.equal(events.at(-1)?.data, "[DONE]");
+    assert.equal(events.map((event) => (event.data === "[DONE]" ? "" : content(event.data))).join(""), mockText(3, 0));
+    assert.ok(comments >= 15, `${comments} keep-alive comments in 20 s at a 1 s interval`);
+  });
+
+  test("curl -N prints the first lines before the upstream has finished", { timeout: 30_000 }, async () => {
+    const curl = spawn("curl", [
+      "-sS",
+      "-N",
+      `${e2e.stack.ingressUrl}/v1/chat/completions`,
+      "-H",
+      "content-type: application/json",
+      "-d",
+      chatBody("medium", { stream: true }),
+    ]);
+    const started = Date.now();
+    let firstDataAt = 0;
+    let output = "";
+    curl.stdout.on("data", (data: Buffer) => {
+      output += data.toString();
+      if (!firstDataAt && output.includes('"content":"')) firstDataAt = Date.now();
+    });
+    const code = await new Promise<number | null>((resolve) => curl.once("exit", resolve));
+    const endedAt = Date.now();
+    assert.equal(code, 0);
+    assert.ok(firstDataAt > 0 && endedAt - firstDataAt > 1_000, `first token ${firstDataAt - started} ms in, end ${endedAt - started} ms in`);
+    assert.equal(parseSse(output).events.at(-1)?.data, "[DONE]");
+  });
+
+  test("the Python openai package streams the exact text", { timeout: 60_000 }, async () => {
+    const python = process.env.RUNNEL_TEST_PYTHON;
+    assert.ok(python, "RUNNEL_TEST_PYTHON is set by npm test's bootstrap (a venv with the pinned openai package)");
+    const { stdout } = await run(python, [join(REPO_ROOT, "test", "python", "stream_chat.py"), `${e2e.stack.ingressUrl}/v1`, "mock"]);
+    const result = JSON.parse(stdout) as { text: string; finish_reason: string; stream_id: string };
+    assert.equal(result.text, mockText(32, 0));
+    assert.equal(result.finish_reason, "stop");
+    assert.match(result.stream_id, /^[A-Za-z0-9_-]{22}$/);
+  });
+
+  test("a body over the limit is a 413 in OpenAI's format and the ingress stays healthy", async () => {
+    const huge = JSON.stringify({ model: "mock", messages: [{ role: "user", content: "x".repeat(9 * 1024 * 1024) }] });
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: huge,
+    });
+    assert.equal(response.status, 413);
+    const body = (await response.json()) as { error: { code: string; type: string } };
+    assert.equal(body.error.code, "RUNNEL_ERR_BODY_TOO_LARGE");
+    assert.equal((await fetch(`${e2e.stack.ingressUrl}/readyz`)).status, 200);
+  });
+});
+
+describe("with authentication on", () => {
+  let e2e: E2E;
+  const keyA = "sk-runnel-test-team-a-0001";
+  const keyB = "sk-runnel-test-team-b-0002";
+  before(async () => {
+    e2e = await startE2E("auth", join(REPO_ROOT, "test", "fixtures", "runnel.auth.yaml"));
+  });
+  after(async () => {
+    await e2e?.[Symbol.asyncDispose]();
+  });
+
+  const post = (key: string | undefined) =>
+    fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: chatBody("mock", { stream: true }),
+    });
+
+  test("no key or a wrong key is a 401 in OpenAI's error format", async () => {
+    for (const key of [undefined, "sk-not-a-key-of-this-gateway"]) {
+      const response = await post(key);
+      assert.equal(response.status, 401);
+      const body = (await response.json()) as { error: { type: string; code: string } };
+      assert.equal(body.error.type, "authentication_error");
+      assert.equal(body.error.code, "RUNNEL_ERR_UNAUTHORIZED");
+    }
+  });
+
+  test("only the key that opened a stream, or its resume token, may read or cancel it", async () => {
+    const response = await post(keyA);
+    assert.equal(response.status, 200);
+    const streamId = response.headers.get("x-runnel-stream-id");
+    const token = response.headers.get("x-runnel-resume-token") ?? "";
+    await response.text();
+    const status = (key: string) => fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}`, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal((await status(keyA)).status, 200);
+    assert.equal((await status(keyB)).status, 401);
+    assert.equal(
+      (await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}`, { method: "DELETE", headers: { authorization: `Bearer ${keyB}` } })).status,
+      401,
+    );
+    assert.equal((await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token}`)).status, 200);
+    assert.equal((await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token.replace(/^./, (c) => (c === "A" ? "B" : "A"))}`)).status, 401);
+  });
+});
