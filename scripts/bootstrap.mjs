@@ -147,7 +147,6 @@ export function bootstrap() {
     const version = execFileSync(natsServer, ["--version"], { encoding: "utf8" }).trim();
     log(`using ${natsServer} (${version})`);
   }
-  ensureChromium();
   build();
   return { natsServer };
 }

@@ -4,10 +4,12 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
-import { bootstrap, ensurePythonClients, ROOT } from "./bootstrap.mjs";
+import { bootstrap, ensureChromium, ensurePythonClients, ROOT } from "./bootstrap.mjs";
 
 const { natsServer } = bootstrap();
 const python = ensurePythonClients();
+// Only the tests need a browser (the browser test), not npm start.
+ensureChromium();
 
 function findTests(dir, found = []) {
   for (const entry of readdirSync(dir)) {

@@ -21,6 +21,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { Auth } from "./auth.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import type { RouteContext } from "./routes/context.js";
+import { registerCors } from "./routes/cors.js";
 import { registerMessages } from "./routes/messages.js";
 import { registerStreamRoutes } from "./routes/streams.js";
 import { registerWebSocket } from "./routes/ws.js";
@@ -130,6 +131,7 @@ export function buildIngress(deps: IngressDeps): Ingress {
       data: current.modelNames.map((id) => ({ id, object: "model", created: Math.floor(current.snapshot.createdAtMs / 1000), owned_by: "runnel" })),
     };
   });
+  registerCors(app, context);
   registerChatCompletions(app, context);
   registerMessages(app, context);
   registerStreamRoutes(app, context);

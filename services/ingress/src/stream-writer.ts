@@ -1,8 +1,8 @@
 /**
- * Writes one stream to one HTTP client: as SSE or chunked NDJSON as events
- * arrive, or as one `chat.completion` at the end. An error before the first
- * byte becomes an HTTP status with the OpenAI error JSON; after it, an
- * explicit error event, and never a `[DONE]`. Quiet streams get heartbeats.
+ * Writes one stream to one HTTP client in an API's framing (a `Wire`): as
+ * events arrive, or as one body at the end. An error before the first byte
+ * becomes the HTTP status with the API's error JSON; after it, one explicit
+ * error event and the end, never a success trailer such as `[DONE]`. Quiet streams get heartbeats.
  * The response buffer is bounded: when a client falls behind, its reader
  * pauses and later catches up from the replay log, so nothing is dropped and
  * memory stays flat; a client that reads nothing at all for
@@ -11,22 +11,20 @@
  * (a disconnect may still resume; other reasons cancel at once).
  */
 import type { ServerResponse } from "node:http";
-import { ERRORS, type ErrorCode, openAIErrorBody, type StreamEvent } from "@runnel/shared";
-import { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
+import { ERRORS, type ErrorCode, type StreamEvent } from "@runnel/shared";
 import type { StreamReader } from "./stream-reader.js";
-
-export type WireFormat = "sse" | "ndjson" | "json";
+import type { Wire } from "./wire.js";
 
 export interface WriteStreamOptions {
   readonly reader: StreamReader;
   readonly response: ServerResponse;
-  readonly context: ChunkContext;
-  readonly format: WireFormat;
+  /** The API's framing of events, errors and heartbeats. */
+  readonly wire: Wire;
   readonly heartbeatIntervalMs: number;
   readonly maxBufferBytes: number;
   /** A client that reads nothing for this long while events wait is cut off. */
   readonly stuckClientTimeoutMs: number;
-  /** Extra response headers (the resume token). */
+  /** Extra response headers (stream id, resume token). */
   readonly headers?: Readonly<Record<string, string>>;
   /** The stream ended for this client before its worker ended it. `detach`: the client just left (it may resume). */
   readonly onAbandon: (reason: string, detach: boolean) => void;
@@ -35,42 +33,25 @@ export interface WriteStreamOptions {
 }
 
 export interface OpenStream {
-  /** Ends the stream now with an explicit RUNNEL_ERR_SHUTTING_DOWN error, and cancels it. */
+  /** Ends the stream now with an explicit RUNNEL_ERR_SHUTTING_DOWN error; the generation goes on for the detach grace. */
   shutdown(): void;
 }
 
-const STREAM_HEADERS: Record<"sse" | "ndjson", Record<string, string>> = {
-  sse: {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache, no-transform",
-    connection: "keep-alive",
-    // Tells nginx and friends not to buffer the stream.
-    "x-accel-buffering": "no",
-  },
-  ndjson: {
-    "content-type": "application/x-ndjson; charset=utf-8",
-    "cache-control": "no-cache, no-transform",
-    connection: "keep-alive",
-    "x-accel-buffering": "no",
-  },
-};
-
 export function writeStream(options: WriteStreamOptions): OpenStream {
-  const { reader, response, context, format } = options;
-  const streamHeaders = { "x-runnel-stream-id": reader.streamId, ...options.headers };
-  const accumulator = format === "json" ? new CompletionAccumulator(context) : undefined;
+  const { reader, response, wire } = options;
+  const extraHeaders = { "x-runnel-stream-id": reader.streamId, ...options.headers };
   let headersSent = false;
   let ended = false;
   let wroteSinceTick = false;
+  let stuckTimer: NodeJS.Timeout | undefined;
 
   const commitHeaders = () => {
-    if (headersSent || format === "json") return;
+    if (headersSent) return;
     headersSent = true;
     response.socket?.setNoDelay(true);
-    response.writeHead(200, { ...STREAM_HEADERS[format], ...streamHeaders });
+    response.writeHead(200, { ...wire.headers, ...extraHeaders });
   };
 
-  let stuckTimer: NodeJS.Timeout | undefined;
   const write = (text: string) => {
     wroteSinceTick = true;
     if (!response.write(text) && response.writableLength > options.maxBufferBytes && !reader.paused) {
@@ -88,12 +69,6 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     }
   };
 
-  /** SSE events from the worker carry their seq as the id; events the ingress makes up (seq 0) carry none. */
-  const frame = (seq: number, payload: string) => {
-    if (format === "ndjson") return `${payload}\n`;
-    return seq > 0 ? `id: ${seq}\ndata: ${payload}\n\n` : `data: ${payload}\n\n`;
-  };
-
   const finish = () => {
     if (ended) return;
     ended = true;
@@ -105,14 +80,14 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
   };
 
   /** Ends with an error: the HTTP status before the first byte, an error event after it. */
-  const endWithError = (code: string, message: string, httpStatus: number) => {
-    const body = JSON.stringify(openAIErrorBody(code, message));
+  const endWithError = (code: string, message: string, httpStatus: number, seq = 0) => {
     if (!headersSent) {
       headersSent = true;
-      response.writeHead(httpStatus || 502, { "content-type": "application/json", ...streamHeaders });
-      response.write(body);
+      const error = wire.errorResponse(code, message, httpStatus);
+      response.writeHead(error.status, { ...error.headers, ...extraHeaders });
+      response.write(error.body);
     } else {
-      write(frame(0, body));
+      write(wire.errorEvent(code, message, httpStatus, seq));
     }
     finish();
   };
@@ -123,17 +98,19 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     options.onAbandon(reason, false);
   };
 
-  // Streams only: a comment (SSE) or a blank line (NDJSON) when nothing was written for a whole interval.
-  const heartbeat = setInterval(() => {
-    if (ended || format === "json") return;
-    if (wroteSinceTick) {
-      wroteSinceTick = false;
-      return;
-    }
-    commitHeaders();
-    write(format === "sse" ? ": keep-alive\n\n" : "\n");
-    wroteSinceTick = false;
-  }, options.heartbeatIntervalMs);
+  // Streams only: a heartbeat when nothing was written for a whole interval.
+  const heartbeat = wire.streaming
+    ? setInterval(() => {
+        if (ended) return;
+        if (wroteSinceTick) {
+          wroteSinceTick = false;
+          return;
+        }
+        commitHeaders();
+        write(wire.heartbeat());
+        wroteSinceTick = false;
+      }, options.heartbeatIntervalMs)
+    : undefined;
 
   response.on("close", () => {
     if (ended) return;
@@ -149,28 +126,28 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (ended) return;
     const body = event.event;
     if (body?.$case === "error") {
-      endWithError(body.value.code, body.value.message, body.value.httpStatus);
+      endWithError(body.value.code, body.value.message, body.value.httpStatus, event.seq);
       return;
     }
-    if (accumulator) {
-      accumulator.add(event);
-      if (body?.$case === "done") {
-        response.writeHead(200, { "content-type": "application/json", ...streamHeaders });
-        headersSent = true;
-        response.write(JSON.stringify(accumulator.result()));
-        finish();
-      }
-      return;
+    const text = wire.event(event);
+    if (wire.streaming) {
+      commitHeaders();
+      if (text) write(text);
     }
-    commitHeaders();
-    const payload = encodeChunk(context, event);
-    if (payload !== undefined) write(frame(event.seq, payload));
     if (body?.$case === "done") {
-      if (format === "sse") write("data: [DONE]\n\n");
+      commitHeadersForBody();
+      const trailer = wire.end();
+      if (trailer) write(trailer);
       finish();
-      return;
     }
   });
+
+  /** A non-streaming answer's headers go out with its body, once it is known. */
+  function commitHeadersForBody(): void {
+    if (headersSent) return;
+    headersSent = true;
+    response.writeHead(200, { ...wire.headers, ...extraHeaders });
+  }
 
   return {
     shutdown() {

@@ -3,7 +3,8 @@ import { type Job, newStreamId, RunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
 import type { ChunkContext } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
-import { type OpenStream, type WireFormat, writeStream } from "../stream-writer.js";
+import { type OpenStream, writeStream } from "../stream-writer.js";
+import { openAIWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
 
 export function registerChatCompletions(app: FastifyInstance, context: RouteContext): void {
@@ -34,15 +35,14 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
     const streamLog = request.log.child({ stream_id: streamId });
     streamLog.debug({ model: body.model, streaming }, "stream submitted");
     const chunkContext: ChunkContext = { id: `chatcmpl-${streamId}`, created: Math.floor(now / 1000), model: body.model };
-    const format: WireFormat = !streaming ? "json" : (request.headers.accept ?? "").includes("application/x-ndjson") ? "ndjson" : "sse";
+    const format = !streaming ? "json" : (request.headers.accept ?? "").includes("application/x-ndjson") ? "ndjson" : "sse";
     reply.hijack();
     let untrack: () => void = () => {};
     let ended = false;
     const handle: OpenStream = writeStream({
       reader,
       response: reply.raw,
-      context: chunkContext,
-      format,
+      wire: openAIWire(format, chunkContext),
       heartbeatIntervalMs: context.options.heartbeatInterval,
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,

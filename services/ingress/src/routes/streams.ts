@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
 import { type OpenStream, writeStream } from "../stream-writer.js";
+import { openAIWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
 
 const PHASE_NAMES: Record<number, string> = {
@@ -110,8 +111,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const handle: OpenStream = writeStream({
       reader,
       response: reply.raw,
-      context: chunkContext(streamId, record),
-      format: "sse",
+      wire: openAIWire("sse", chunkContext(streamId, record)),
       heartbeatIntervalMs: context.options.heartbeatInterval,
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,

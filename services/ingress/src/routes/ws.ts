@@ -43,7 +43,6 @@ import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import type { StreamReader } from "../stream-reader.js";
 import type { RouteContext } from "./context.js";
-import { registerCors } from "./cors.js";
 
 export const WS_PATH = "/v1/ws";
 /** The subprotocol the server selects; a client that offers any subprotocol must offer this one. */
@@ -98,8 +97,6 @@ interface Running {
 }
 
 export function registerWebSocket(app: FastifyInstance, context: RouteContext): void {
-  // Browser clients need CORS on the HTTP routes next to this one.
-  registerCors(app, context);
   const server = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,

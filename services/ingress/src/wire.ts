@@ -1,0 +1,114 @@
+/**
+ * How one API frames a stream on an HTTP response: one `Wire` per format
+ * (OpenAI SSE, NDJSON and JSON; Anthropic SSE and JSON). The writer
+ * (stream-writer.ts) owns everything else: headers, heartbeats, flow
+ * control, errors before and after the first byte, abandonment.
+ */
+import { openAIErrorBody, type StreamEvent } from "@runnel/shared";
+import { AnthropicStreamEncoder, anthropicError, anthropicErrorBody, errorFrame, MessageAccumulator, PING_FRAME } from "./anthropic-encoder.js";
+import { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
+
+export interface ErrorResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+}
+
+export interface Wire {
+  /** Events are written as they arrive (true), or folded into one body written at the end. */
+  readonly streaming: boolean;
+  /** Headers of a successful response. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The text of one event ("" writes nothing); a non-streaming wire folds it and returns "". */
+  event(event: StreamEvent): string;
+  /** After `done`: the trailer of a stream (`data: [DONE]`), or the whole body of a non-streaming answer. */
+  end(): string;
+  /** Written when nothing else was for a heartbeat interval (streams only). */
+  heartbeat(): string;
+  /** An error after the first byte; `seq` 0 for errors the ingress raised itself. */
+  errorEvent(code: string, message: string, httpStatus: number, seq: number): string;
+  /** An error before the first byte. */
+  errorResponse(code: string, message: string, httpStatus: number): ErrorResponse;
+}
+
+const STREAM_HEADERS = {
+  "cache-control": "no-cache, no-transform",
+  connection: "keep-alive",
+  // Tells nginx and friends not to buffer the stream.
+  "x-accel-buffering": "no",
+};
+const JSON_HEADERS = { "content-type": "application/json" };
+
+/** OpenAI chat completions: SSE (`id: <seq>` + chunk, `[DONE]`), NDJSON (a chunk per line) or one `chat.completion`. */
+export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkContext): Wire {
+  const errorResponse = (code: string, message: string, httpStatus: number): ErrorResponse => ({
+    status: httpStatus || 502,
+    headers: JSON_HEADERS,
+    body: JSON.stringify(openAIErrorBody(code, message)),
+  });
+  if (format === "json") {
+    const accumulator = new CompletionAccumulator(context);
+    return {
+      streaming: false,
+      headers: JSON_HEADERS,
+      event: (event) => {
+        accumulator.add(event);
+        return "";
+      },
+      end: () => JSON.stringify(accumulator.result()),
+      heartbeat: () => "",
+      errorEvent: () => "",
+      errorResponse,
+    };
+  }
+  const sse = format === "sse";
+  // Events from the worker carry their seq as the SSE id; events the ingress makes up (seq 0) carry none.
+  const frame = (seq: number, payload: string) => (!sse ? `${payload}\n` : seq > 0 ? `id: ${seq}\ndata: ${payload}\n\n` : `data: ${payload}\n\n`);
+  return {
+    streaming: true,
+    headers: { ...STREAM_HEADERS, "content-type": sse ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8" },
+    event: (event) => {
+      const payload = encodeChunk(context, event);
+      return payload === undefined ? "" : frame(event.seq, payload);
+    },
+    end: () => (sse ? "data: [DONE]\n\n" : ""),
+    // SSE comments are ignored by every client; NDJSON clients skip blank lines.
+    heartbeat: () => (sse ? ": keep-alive\n\n" : "\n"),
+    errorEvent: (code, message, _httpStatus, seq) => frame(seq, JSON.stringify(openAIErrorBody(code, message))),
+    errorResponse,
+  };
+}
+
+/** The Anthropic Messages API: its SSE event sequence with `ping` heartbeats, or one `message`. */
+export function anthropicWire(streaming: boolean, streamId: string, model: string): Wire {
+  const errorResponse = (code: string, message: string, httpStatus: number): ErrorResponse => {
+    const { status, type } = anthropicError(httpStatus);
+    return { status, headers: { ...JSON_HEADERS, "x-runnel-error-code": code }, body: JSON.stringify(anthropicErrorBody(type, message)) };
+  };
+  if (!streaming) {
+    const accumulator = new MessageAccumulator(streamId, model);
+    return {
+      streaming: false,
+      headers: JSON_HEADERS,
+      event: (event) => {
+        accumulator.add(event);
+        return "";
+      },
+      end: () => JSON.stringify(accumulator.result()),
+      heartbeat: () => "",
+      errorEvent: () => "",
+      errorResponse,
+    };
+  }
+  const encoder = new AnthropicStreamEncoder(streamId, model);
+  return {
+    streaming: true,
+    headers: { ...STREAM_HEADERS, "content-type": "text/event-stream; charset=utf-8" },
+    event: (event) => encoder.encode(event),
+    end: () => "",
+    // A ping comes after message_start, as Anthropic's stream always begins with it.
+    heartbeat: () => `${encoder.start()}${PING_FRAME}`,
+    errorEvent: (_code, message, httpStatus, seq) => errorFrame(httpStatus, message, seq),
+    errorResponse,
+  };
+}
