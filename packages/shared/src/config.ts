@@ -80,6 +80,8 @@ const route = z
     model: z.string().min(1),
     weight: z.number().int().positive().default(1),
     priority: z.number().int().nonnegative().default(0),
+    /** Timeouts for this model on this provider; an unset one keeps the provider's (connect is the provider's alone). */
+    timeouts: z.object({ firstToken: duration.optional(), idle: duration.optional(), total: duration.optional() }).strict().optional(),
   })
   .strict();
 

@@ -62,7 +62,12 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
       healthy: !unhealthy.includes(name),
       retries: undefined,
     })),
-    models: [{ name: "m", routes: routes.map((r) => ({ provider: r.provider, model: `${r.provider}-up`, weight: r.weight ?? 1, priority: r.priority ?? 0 })) }],
+    models: [
+      {
+        name: "m",
+        routes: routes.map((r) => ({ provider: r.provider, model: `${r.provider}-up`, weight: r.weight ?? 1, priority: r.priority ?? 0, timeouts: undefined })),
+      },
+    ],
   };
 }
 
@@ -82,16 +87,17 @@ describe("buildSnapshot", () => {
       healthy: true,
       retries: { maxAttempts: 3, budgetMs: 20_000, baseDelayMs: 200, maxDelayMs: 4_000 },
     });
+    const inherit = { connectMs: 0, firstTokenMs: 0, idleMs: 0, totalMs: 0 };
     assert.deepEqual(built.models, [
       {
         name: "gpt",
         routes: [
-          { provider: "openai", model: "gpt-4o-mini", weight: 3, priority: 0 },
-          { provider: "vllm", model: "llama", weight: 1, priority: 0 },
-          { provider: "mock", model: "mock", weight: 1, priority: 1 },
+          { provider: "openai", model: "gpt-4o-mini", weight: 3, priority: 0, timeouts: inherit },
+          { provider: "vllm", model: "llama", weight: 1, priority: 0, timeouts: inherit },
+          { provider: "mock", model: "mock", weight: 1, priority: 1, timeouts: inherit },
         ],
       },
-      { name: "solo", routes: [{ provider: "mock", model: "mock", weight: 1, priority: 0 }] },
+      { name: "solo", routes: [{ provider: "mock", model: "mock", weight: 1, priority: 0, timeouts: inherit }] },
     ]);
   });
 
@@ -264,5 +270,34 @@ describe("RoutingTable", () => {
       table.orderRoutes("m", seededRandom(5)).map((r) => r.provider),
       ["known", "ghost"],
     );
+  });
+});
+
+describe("RoutingTable.providerForRoute", () => {
+  const config = parseConfig(
+    `
+providers:
+  - { name: p, type: openai, baseUrl: "http://p/v1", timeouts: { connect: 3s, firstToken: 30s, idle: 20s } }
+models:
+  - name: fast
+    routes: [{ provider: p, model: small, timeouts: { idle: 2s } }]
+  - name: plain
+    routes: [{ provider: p, model: big }]
+`,
+    {},
+  );
+  const table = new RoutingTable(buildSnapshot(config, 1));
+
+  test("a route's own timeouts override the provider's, field by field; connect stays the provider's", () => {
+    const provider = table.providerForRoute("fast", { provider: "p", model: "small" });
+    assert.deepEqual(provider?.timeouts, { connectMs: 3_000, firstTokenMs: 30_000, idleMs: 2_000, totalMs: 0 });
+  });
+
+  test("a route without timeouts uses the provider as it is", () => {
+    assert.equal(table.providerForRoute("plain", { provider: "p", model: "big" }), table.provider("p"));
+  });
+
+  test("an unknown provider is undefined", () => {
+    assert.equal(table.providerForRoute("plain", { provider: "nope", model: "big" }), undefined);
   });
 });

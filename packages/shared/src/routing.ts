@@ -42,6 +42,12 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
         model: route.model,
         weight: route.weight,
         priority: route.priority,
+        timeouts: {
+          connectMs: 0,
+          firstTokenMs: route.timeouts?.firstToken ?? 0,
+          idleMs: route.timeouts?.idle ?? 0,
+          totalMs: route.timeouts?.total ?? 0,
+        },
       })),
     })),
   };
@@ -73,6 +79,29 @@ export class RoutingTable {
 
   provider(name: string): ProviderSpec | undefined {
     return this.#providers.get(name);
+  }
+
+  /**
+   * The provider as one route of a model uses it: the route's own timeouts
+   * (per model) over the provider's. Undefined when the provider is unknown.
+   */
+  providerForRoute(modelName: string, route: Route): ProviderSpec | undefined {
+    const provider = this.#providers.get(route.provider);
+    if (!provider) return undefined;
+    const spec = this.#models.get(modelName)?.routes.find((candidate) => candidate.provider === route.provider && candidate.model === route.model);
+    const own = spec?.timeouts;
+    if (!own || (!own.firstTokenMs && !own.idleMs && !own.totalMs)) return provider;
+    const base = provider.timeouts ?? { connectMs: 0, firstTokenMs: 0, idleMs: 0, totalMs: 0 };
+    return {
+      ...provider,
+      timeouts: {
+        // A provider's connections are pooled: connecting is the provider's business, not the model's.
+        connectMs: base.connectMs,
+        firstTokenMs: own.firstTokenMs || base.firstTokenMs,
+        idleMs: own.idleMs || base.idleMs,
+        totalMs: own.totalMs || base.totalMs,
+      },
+    };
   }
 
   get modelNames(): string[] {

@@ -129,7 +129,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
   try {
     const route = job.routes[0];
     const table = context.routing();
-    const provider = route ? table?.provider(route.provider) : undefined;
+    const provider = route ? table?.providerForRoute(job.model, route) : undefined;
     if (!route || !provider) {
       throw new RunnelError(
         "RUNNEL_ERR_NO_ROUTE",

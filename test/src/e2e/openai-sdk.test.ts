@@ -205,6 +205,20 @@ describe("a chat completion through the whole stack", () => {
     assert.ok(comments >= 1, "keep-alive comments while the provider was quiet");
   });
 
+  test("a model's own idle timeout overrides its provider's", async () => {
+    const started = Date.now();
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("stall-impatient", { stream: true }),
+    });
+    const { events } = parseSse(await response.text());
+    const elapsed = Date.now() - started;
+    const last = JSON.parse(events.at(-1)?.data ?? "{}") as { error?: { code: string } };
+    assert.equal(last.error?.code, "RUNNEL_ERR_PROVIDER_TIMEOUT");
+    assert.ok(elapsed >= 450 && elapsed < 1_800, `ended after ${elapsed} ms (the model's idle timeout is 500 ms, the provider's 2 s)`);
+  });
+
   test("a finish reason without [DONE] completes at once", async () => {
     const started = Date.now();
     const completion = await client.chat.completions.create({ model: "no-done", messages: [{ role: "user", content: "hi" }] });

@@ -196,6 +196,11 @@ export interface RouteSpec {
   weight: number;
   /** Lower is tried first. */
   priority: number;
+  /**
+   * Per-model timeouts; a zero field keeps the provider's. connect_ms is
+   * always the provider's (its connections are pooled per provider).
+   */
+  timeouts: ProviderTimeouts | undefined;
 }
 
 export interface RegisterRequest {
@@ -1296,7 +1301,7 @@ export const ModelSpec: MessageFns<ModelSpec> = {
 };
 
 function createBaseRouteSpec(): RouteSpec {
-  return { provider: "", model: "", weight: 0, priority: 0 };
+  return { provider: "", model: "", weight: 0, priority: 0, timeouts: undefined };
 }
 
 export const RouteSpec: MessageFns<RouteSpec> = {
@@ -1312,6 +1317,9 @@ export const RouteSpec: MessageFns<RouteSpec> = {
     }
     if (message.priority !== 0) {
       writer.uint32(32).uint32(message.priority);
+    }
+    if (message.timeouts !== undefined) {
+      ProviderTimeouts.encode(message.timeouts, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1361,6 +1369,14 @@ export const RouteSpec: MessageFns<RouteSpec> = {
             message.priority = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timeouts = ProviderTimeouts.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1379,6 +1395,7 @@ export const RouteSpec: MessageFns<RouteSpec> = {
       model: isSet(object.model) ? globalThis.String(object.model) : "",
       weight: isSet(object.weight) ? globalThis.Number(object.weight) : 0,
       priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
+      timeouts: isSet(object.timeouts) ? ProviderTimeouts.fromJSON(object.timeouts) : undefined,
     };
   },
 
@@ -1396,6 +1413,9 @@ export const RouteSpec: MessageFns<RouteSpec> = {
     if (message.priority !== 0) {
       obj.priority = Math.round(message.priority);
     }
+    if (message.timeouts !== undefined) {
+      obj.timeouts = ProviderTimeouts.toJSON(message.timeouts);
+    }
     return obj;
   },
 
@@ -1408,6 +1428,9 @@ export const RouteSpec: MessageFns<RouteSpec> = {
     message.model = object.model ?? "";
     message.weight = object.weight ?? 0;
     message.priority = object.priority ?? 0;
+    message.timeouts = (object.timeouts !== undefined && object.timeouts !== null)
+      ? ProviderTimeouts.fromPartial(object.timeouts)
+      : undefined;
     return message;
   },
 };
