@@ -84,6 +84,32 @@ export function ensureNatsServer() {
   );
 }
 
+/** The Helm release the chart tests use when no `helm` is on the PATH (`go list -m -versions helm.sh/helm/v3`). */
+export const HELM_VERSION = "v3.22.0";
+/** kubeconform validates rendered objects against the schemas vendored in charts/runnel/tests/schemas (never downloaded). */
+export const KUBECONFORM_VERSION = "v0.7.0";
+
+/** A Go tool from PATH, else .tools/bin, else built once with `go install` into .tools/bin. */
+function ensureGoTool(name, module, version) {
+  const found = onPath(name) || (existsSync(join(TOOLS_BIN, name)) ? join(TOOLS_BIN, name) : undefined);
+  if (found) return found;
+  if (!onPath("go")) throw new Error(`${name} is not installed and Go is not available to build it: install ${name} ${version} or Go`);
+  log(`${name} not found; building ${version} with go install into .tools/bin (once; a few minutes)`);
+  mkdirSync(TOOLS_BIN, { recursive: true });
+  run("go", ["install", `${module}@${version}`], { env: { ...process.env, GOBIN: TOOLS_BIN, CGO_ENABLED: "0" } });
+  return join(TOOLS_BIN, name);
+}
+
+/** Finds helm (PATH, .tools/bin) or builds HELM_VERSION into .tools/bin. Returns its path. */
+export function ensureHelm() {
+  return ensureGoTool("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION);
+}
+
+/** Finds kubeconform (PATH, .tools/bin) or builds KUBECONFORM_VERSION into .tools/bin. Returns its path. */
+export function ensureKubeconform() {
+  return ensureGoTool("kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform", KUBECONFORM_VERSION);
+}
+
 /**
  * A Python virtualenv with the test-only Python clients (the `openai`
  * package), pinned in test/python/requirements.txt. Reinstalled when that

@@ -8,6 +8,8 @@ import { bootstrap, ensureChromium, ensurePythonClients, ROOT } from "./bootstra
 
 const { natsServer } = bootstrap();
 const python = ensurePythonClients();
+const helm = ensureHelm();
+const kubeconform = ensureKubeconform();
 // Only the tests need a browser (the browser test), not npm start.
 ensureChromium();
 
@@ -46,7 +48,13 @@ const args = [
   ...files,
 ];
 process.stderr.write(`[test] ${files.length} test files: ${files.map((f) => relative(ROOT, f)).join(", ")}\n`);
-const env = { ...process.env, RUNNEL_TEST_PYTHON: python, ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}) };
+const env = {
+  ...process.env,
+  RUNNEL_TEST_PYTHON: python,
+  RUNNEL_TEST_HELM: helm,
+  RUNNEL_TEST_KUBECONFORM: kubeconform,
+  ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}),
+};
 const child = spawn(process.execPath, args, { cwd: ROOT, stdio: "inherit", env });
 const code = await new Promise((resolve) => child.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
 
