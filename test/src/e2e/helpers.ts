@@ -1,4 +1,6 @@
 /** Shared pieces of the end-to-end tests: one stack per test file, the mock's journal, SSE parsing. */
+import { readFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { type NatsHandle, startNats } from "../nats-harness.js";
 import { REPO_ROOT, type Stack, startStack } from "../stack.js";
@@ -85,4 +87,56 @@ export function parseSse(text: string): { events: SseEvent[]; comments: number }
 
 export function chatBody(model: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ model, messages: [{ role: "user", content: "Tell me about rivers." }], ...extra });
+}
+
+/** Resident memory of a process, from /proc. */
+export function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+/** POSTs a JSON body on a raw socket and returns the socket paused: nothing is read until the test resumes it. */
+export async function openPaused(ingressUrl: string, path: string, body: string): Promise<Socket> {
+  const url = new URL(ingressUrl);
+  const socket = connect({ host: url.hostname, port: Number(url.port) });
+  await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+  socket.pause();
+  socket.write(
+    `POST ${path} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  return socket;
+}
+
+/** Resumes a paused socket and reads the chunked response to its end; returns the head and the de-chunked body. */
+export async function readChunkedResponse(socket: Socket): Promise<{ head: string; body: string }> {
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    socket.on("data", (data: Buffer) => {
+      chunks.push(data);
+      // The chunked terminator: the response is complete.
+      if (data.subarray(-5).toString() === "0\r\n\r\n") resolve();
+    });
+    socket.once("end", () => resolve());
+    socket.once("error", reject);
+    socket.resume();
+  });
+  socket.destroy();
+  const raw = Buffer.concat(chunks).toString("utf8");
+  const head = raw.slice(0, raw.indexOf("\r\n\r\n"));
+  return { head, body: dechunk(raw.slice(head.length + 4)) };
+}
+
+/** Removes HTTP/1.1 chunked framing from a response body. */
+export function dechunk(raw: string): string {
+  let out = "";
+  let index = 0;
+  for (;;) {
+    const lineEnd = raw.indexOf("\r\n", index);
+    if (lineEnd < 0) break;
+    const size = Number.parseInt(raw.slice(index, lineEnd), 16);
+    if (!size) break;
+    out += raw.slice(lineEnd + 2, lineEnd + 2 + size);
+    index = lineEnd + 2 + size + 2;
+  }
+  return out;
 }

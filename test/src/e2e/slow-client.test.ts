@@ -6,43 +6,8 @@
  * e2e config) and its provider request is cancelled.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { chatBody, type E2E, parseSse, startE2E, waitForMockRequest } from "./helpers.js";
-
-function rssKiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-}
-
-/** Sends a streaming request on a raw socket and returns the socket, paused: nothing is read until the test says so. */
-async function openPaused(ingressUrl: string, model: string): Promise<Socket> {
-  const url = new URL(ingressUrl);
-  const body = chatBody(model, { stream: true });
-  const socket = connect({ host: url.hostname, port: Number(url.port) });
-  await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-  socket.pause();
-  socket.write(
-    `POST /v1/chat/completions HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-  );
-  return socket;
-}
-
-/** Removes HTTP/1.1 chunked framing from a response body. */
-function dechunk(raw: string): string {
-  let out = "";
-  let index = 0;
-  for (;;) {
-    const lineEnd = raw.indexOf("\r\n", index);
-    if (lineEnd < 0) break;
-    const size = Number.parseInt(raw.slice(index, lineEnd), 16);
-    if (!size) break;
-    out += raw.slice(lineEnd + 2, lineEnd + 2 + size);
-    index = lineEnd + 2 + size + 2;
-  }
-  return out;
-}
+import { chatBody, type E2E, openPaused, parseSse, readChunkedResponse, rssKiB, startE2E, waitForMockRequest } from "./helpers.js";
 
 describe("a client slower than the stream", () => {
   let e2e: E2E;
@@ -56,27 +21,14 @@ describe("a client slower than the stream", () => {
   test("falls behind, then catches up from the log: every token, in order, with ingress memory bounded", { timeout: 90_000 }, async () => {
     const ingressPid = e2e.stack.services.get("ingress")?.process.pid ?? 0;
     const before = rssKiB(ingressPid);
-    const socket = await openPaused(e2e.stack.ingressUrl, "burst");
+    const socket = await openPaused(e2e.stack.ingressUrl, "/v1/chat/completions", chatBody("burst", { stream: true }));
     // Not reading for 1.5 s (under the 3 s stuck timeout) while the provider streams 200,000 tokens (about 45 MB of SSE) as fast as it can.
     await waitForMockRequest(e2e.stack, (request) => request.model === "mock?tokens=200000" && request.tokensSent > 20_000, 30_000);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     const growthKiB = rssKiB(ingressPid) - before;
-    const chunks: Buffer[] = [];
-    await new Promise<void>((resolve, reject) => {
-      socket.on("data", (data: Buffer) => {
-        chunks.push(data);
-        // The chunked terminator: the response is complete.
-        if (data.subarray(-5).toString() === "0\r\n\r\n") resolve();
-      });
-      socket.once("end", () => resolve());
-      socket.once("error", reject);
-      socket.resume();
-    });
-    socket.destroy();
-    const raw = Buffer.concat(chunks).toString("utf8");
-    const head = raw.slice(0, raw.indexOf("\r\n\r\n"));
+    const { head, body } = await readChunkedResponse(socket);
     assert.match(head, /^HTTP\/1\.1 200/);
-    const { events } = parseSse(dechunk(raw.slice(head.length + 4)));
+    const { events } = parseSse(body);
     assert.equal(events.at(-1)?.data, "[DONE]");
     const numbered = events.slice(0, -1);
     assert.equal(numbered.length, 200_002, "role chunk, 200,000 tokens, finish chunk");
@@ -87,7 +39,7 @@ describe("a client slower than the stream", () => {
   });
 
   test("reads nothing at all: cut off after the stuck timeout and the provider is cancelled", { timeout: 60_000 }, async () => {
-    const socket = await openPaused(e2e.stack.ingressUrl, "flood");
+    const socket = await openPaused(e2e.stack.ingressUrl, "/v1/chat/completions", chatBody("flood", { stream: true }));
     const openedAt = Date.now();
     const seen = await waitForMockRequest(e2e.stack, (request) => request.model === "mock?tokens=1000000" && request.clientClosed, 30_000);
     assert.ok(seen.tokensSent < 1_000_000, `the provider was stopped after ${seen.tokensSent} tokens`);
