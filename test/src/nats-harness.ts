@@ -13,6 +13,7 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, waitForPort } from "./ports.js";
+import { reapOnExit } from "./reaper.js";
 
 export interface NatsHandle extends AsyncDisposable {
   readonly url: string;
@@ -80,6 +81,7 @@ async function startLocal(options: StartNatsOptions): Promise<NatsHandle> {
   const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store, "--name", `runnel-test-${port}`];
   if (options.logFile) args.push("-l", options.logFile);
   const child = spawn(binary, args, { stdio: ["ignore", "ignore", options.logFile ? "ignore" : "pipe"] });
+  reapOnExit(child);
   let stderr = "";
   child.stderr?.on("data", (data: Buffer) => {
     stderr = (stderr + data.toString()).slice(-4000);

@@ -10,6 +10,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
+import { reapOnExit } from "./reaper.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -131,6 +132,7 @@ function pathEnv(): Record<string, string> {
 function launch(name: ServiceName, env: Record<string, string>, options: StackOptions): RunningService {
   const entry = join(REPO_ROOT, "services", name, "dist", "main.js");
   const child = spawn(process.execPath, ["--enable-source-maps", entry], { env, stdio: ["ignore", "pipe", "pipe"] });
+  reapOnExit(child);
   let tail = "";
   const file: WriteStream | undefined = options.logDir ? createWriteStream(join(options.logDir, `${name}.log`)) : undefined;
   const onData = (data: Buffer) => {

@@ -22,6 +22,9 @@ import { EventPublisher } from "./event-publisher.js";
 import { CancelReason, runJob } from "./job-runner.js";
 import { AgentPool, createAdapters, DEFAULT_RETRY_POLICY } from "./providers/index.js";
 
+/** Concurrent pull requests a worker keeps open while it has free slots. */
+const PULL_LANES = 16;
+
 export interface WorkerDeps {
   readonly bus: Bus;
   readonly link: ControlPlaneLink;
@@ -77,7 +80,10 @@ export function buildWorker(deps: WorkerDeps): Worker {
   let table: RoutingTable | undefined;
   let draining = false;
   let pulling = false;
-  let wakeSlot: (() => void) | undefined;
+  const slotWaiters: (() => void)[] = [];
+  const wakeSlots = () => {
+    for (const wake of slotWaiters.splice(0)) wake();
+  };
 
   const cancelSubscription = bus.nc.subscribe(cancelSubject(workerId), {
     callback: (error, message) => {
@@ -130,44 +136,53 @@ export function buildWorker(deps: WorkerDeps): Worker {
         )
         .finally(() => {
           running.delete(job.streamId);
-          wakeSlot?.();
+          wakeSlots();
         }),
     };
     running.set(job.streamId, entry);
   };
 
+  /**
+   * Pulls jobs on PULL_LANES concurrent pull requests, never holding more
+   * than the free slots: one pull at a time dispatched a burst of 500 jobs
+   * one round trip after another (about 1 s to the last first token).
+   */
   const pullLoop = async () => {
     const consumer = await bus.js.consumers.get(JOBS_STREAM, JOBS_CONSUMER);
+    let reserved = 0;
+    const lane = async () => {
+      while (!draining) {
+        if (running.size + reserved >= deps.concurrency) {
+          await new Promise<void>((resolve) => slotWaiters.push(resolve));
+          continue;
+        }
+        if (!table) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          continue;
+        }
+        reserved += 1;
+        let message: JsMsg | null;
+        try {
+          message = await consumer.next({ expires: 5_000 });
+        } catch (error) {
+          reserved -= 1;
+          if (draining) break;
+          log.warn({ err: error }, "pulling a job failed; retrying");
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          continue;
+        }
+        reserved -= 1;
+        if (!message) continue;
+        if (draining) {
+          // Taken while shutting down: hand it straight back for another worker.
+          message.nak();
+          break;
+        }
+        handle(message);
+      }
+    };
     pulling = true;
-    while (!draining) {
-      if (running.size >= deps.concurrency) {
-        await new Promise<void>((resolve) => {
-          wakeSlot = resolve;
-        });
-        wakeSlot = undefined;
-        continue;
-      }
-      if (!table) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        continue;
-      }
-      let message: JsMsg | null;
-      try {
-        message = await consumer.next({ expires: 5_000 });
-      } catch (error) {
-        if (draining) break;
-        log.warn({ err: error }, "pulling a job failed; retrying");
-        await new Promise((resolve) => setTimeout(resolve, 500));
-        continue;
-      }
-      if (!message) continue;
-      if (draining) {
-        // Taken while shutting down: hand it straight back for another worker.
-        message.nak();
-        break;
-      }
-      handle(message);
-    }
+    await Promise.all(Array.from({ length: Math.min(PULL_LANES, deps.concurrency) }, lane));
     pulling = false;
   };
 
@@ -196,7 +211,7 @@ export function buildWorker(deps: WorkerDeps): Worker {
     },
     async drain(timeoutMs) {
       draining = true;
-      wakeSlot?.();
+      wakeSlots();
       const all = Promise.all([...running.values()].map((entry) => entry.done));
       const timer = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), timeoutMs).unref());
       if ((await Promise.race([all, timer])) === "timeout") {
