@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
-import { bootstrap, ensureChromium, ensurePythonClients, ROOT } from "./bootstrap.mjs";
+import { bootstrap, ensureChromium, ensureHelm, ensureKubeconform, ensurePythonClients, ROOT } from "./bootstrap.mjs";
 
 const { natsServer } = bootstrap();
 const python = ensurePythonClients();
