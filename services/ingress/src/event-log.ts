@@ -78,6 +78,17 @@ export class LogCursor {
 export class EventLog {
   constructor(private readonly bus: Bus) {}
 
+  /** The last event the log holds for a stream, if any. */
+  async last(streamId: string): Promise<StreamEvent | undefined> {
+    try {
+      const stored = await this.bus.jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: eventsSubject(streamId) });
+      return stored ? decodeEvent(stored.data) : undefined;
+    } catch (error) {
+      if (error instanceof Error && /no message found/i.test(error.message)) return undefined;
+      throw error;
+    }
+  }
+
   /** A cursor over one stream's events, from the start of the log or just after a JetStream sequence already read. */
   cursor(streamId: string, afterStreamSeq = 0): LogCursor {
     return new LogCursor(this.bus, streamId, afterStreamSeq > 0 ? afterStreamSeq + 1 : 0);

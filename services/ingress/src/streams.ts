@@ -9,6 +9,8 @@ import {
   type ControlPlaneLink,
   cancelStream,
   encodeJob,
+  isTerminal,
+  isTerminalPhase,
   JOBS_SUBJECT,
   type Job,
   type Logger,
@@ -148,6 +150,18 @@ export class StreamService {
         );
       },
     );
+  }
+
+  /**
+   * The seq a stream ended at, if it ended: from its record, or from the
+   * log's last event when the record is not final yet (the worker writes
+   * the record just after publishing the terminal event). Undefined while
+   * it runs.
+   */
+  async endedAt(streamId: string, record: StoredRecord | undefined): Promise<number | undefined> {
+    if (record && isTerminalPhase(record.state.phase) && record.state.lastSeq > 0) return record.state.lastSeq;
+    const last = await this.eventLog.last(streamId);
+    return last && isTerminal(last) ? last.seq : undefined;
   }
 
   /** The stream's record, if a worker has taken it (or it was cancelled). */

@@ -134,7 +134,8 @@ for (const type of TYPES) {
     test("the openai SDK gets the text, and usage when it asks for it", async () => {
       const client = new OpenAI({ baseURL: `${stack.ingressUrl}/v1`, apiKey: "unused", maxRetries: 0 });
       const stream = await client.chat.completions.create({
-        model: `${type}-ok`,
+        // Its own model: the tests of a type run concurrently and count the provider's requests per model.
+        model: `${type}-sdk`,
         stream: true,
         stream_options: { include_usage: true },
         messages: [

@@ -166,6 +166,14 @@ describe("stream resources and more clients", () => {
       done = body.done;
     }
     assert.equal(text, mockText(200, 0));
+    // Polling again from the end answers at once that nothing follows.
+    const started = Date.now();
+    const again = (await (await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/deltas?after=${next}&wait=5000&token=${token}`)).json()) as {
+      events: unknown[];
+      done: boolean;
+    };
+    assert.deepEqual(again, { events: [], next, done: true });
+    assert.ok(Date.now() - started < 1_000);
   });
 
   test("a 20-second quiet upstream is not timed out and gets heartbeats meanwhile", { timeout: 60_000 }, async () => {

@@ -4,7 +4,7 @@
  * or cancelled with its resume token (header or `?token=`) or with the API
  * key that opened it.
  */
-import { isTerminalPhase, isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase } from "@runnel/shared";
+import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase } from "@runnel/shared";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
@@ -98,7 +98,8 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const { streamId, record } = await authorize(request, query.token);
     const lastEventId = request.headers["last-event-id"];
     const after = query.after ?? (typeof lastEventId === "string" && /^\d+$/.test(lastEventId) ? Number(lastEventId) : 0);
-    if (record && isTerminalPhase(record.state.phase) && record.state.lastSeq > 0 && after >= record.state.lastSeq) {
+    const endedAt = await context.streams.endedAt(streamId, record);
+    if (endedAt !== undefined && after >= endedAt) {
       // Nothing after the end: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
@@ -130,6 +131,8 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     context.refuseIfClosing();
     const query = parseQuery(DeltasQuery, request.query);
     const { streamId, record } = await authorize(request, query.token);
+    const endedAt = await context.streams.endedAt(streamId, record);
+    if (endedAt !== undefined && query.after >= endedAt) return { events: [], next: query.after, done: true };
     const reader = context.streams.reader(streamId, query.after, true);
     context.streams.attached(streamId);
     const chunks = chunkContext(streamId, record);

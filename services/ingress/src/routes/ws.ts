@@ -25,17 +25,7 @@
  */
 import { type IncomingMessage, STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import {
-  isTerminalPhase,
-  isValidStreamId,
-  type Job,
-  newStreamId,
-  openAIErrorBody,
-  openAIFinishReason,
-  RunnelError,
-  type StoredRecord,
-  toRunnelError,
-} from "@runnel/shared";
+import { isValidStreamId, type Job, newStreamId, openAIErrorBody, openAIFinishReason, RunnelError, type StoredRecord, toRunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
 import { type RawData, type WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
@@ -358,12 +348,13 @@ class Session {
     }
     // Closed meanwhile: the stream's own detach timer (if any) still runs, nothing to undo here.
     if (this.#closed) return;
-    const state = record?.state;
-    if (state && isTerminalPhase(state.phase) && state.lastSeq > 0 && after >= state.lastSeq) {
+    const endedAt = await context.streams.endedAt(streamId, record).catch(() => undefined);
+    if (this.#closed) return;
+    if (endedAt !== undefined && after >= endedAt) {
       this.#finish(running);
       this.#sendError(
         key,
-        new RunnelError("RUNNEL_ERR_INVALID_REQUEST", `stream ${streamId} ended at seq ${state.lastSeq}: nothing follows seq ${after}`, { param: "after" }),
+        new RunnelError("RUNNEL_ERR_INVALID_REQUEST", `stream ${streamId} ended at seq ${endedAt}: nothing follows seq ${after}`, { param: "after" }),
       );
       return;
     }
