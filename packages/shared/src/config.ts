@@ -69,6 +69,16 @@ const provider = z
     timeouts: timeouts.default(timeouts.parse({})),
     /** Retries before the first token (429 with Retry-After, 5xx, resets, connect errors); never for 400/401/403. */
     retries: retries.default(retries.parse({})),
+    /** A chunk that fails validation: "skip" it (counted and logged) or "fail" the stream. */
+    malformedChunks: z.enum(["skip", "fail"]).default("skip"),
+    /** Provider quirks handled inside the adapter. */
+    quirks: z
+      .object({
+        /** vLLM and other compatible servers continue a trailing assistant message (a prefill) only with continue_final_message. */
+        continueFinalMessage: z.boolean().default(false),
+      })
+      .strict()
+      .default({ continueFinalMessage: false }),
     /** Connection pool limit per worker. */
     maxConnections: z.number().int().positive().default(256),
   })

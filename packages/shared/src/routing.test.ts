@@ -61,6 +61,8 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
       maxConnections: 1,
       healthy: !unhealthy.includes(name),
       retries: undefined,
+      failOnMalformedChunk: false,
+      continueFinalMessage: false,
     })),
     models: [
       {
@@ -86,6 +88,8 @@ describe("buildSnapshot", () => {
       maxConnections: 64,
       healthy: true,
       retries: { maxAttempts: 3, budgetMs: 20_000, baseDelayMs: 200, maxDelayMs: 4_000 },
+      failOnMalformedChunk: false,
+      continueFinalMessage: false,
     });
     const inherit = { connectMs: 0, firstTokenMs: 0, idleMs: 0, totalMs: 0 };
     assert.deepEqual(built.models, [

@@ -28,6 +28,8 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
       },
       maxConnections: provider.maxConnections,
       healthy: true,
+      failOnMalformedChunk: provider.malformedChunks === "fail",
+      continueFinalMessage: provider.quirks.continueFinalMessage,
       retries: {
         maxAttempts: provider.retries.maxAttempts,
         budgetMs: provider.retries.budget,

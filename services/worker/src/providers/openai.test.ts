@@ -18,7 +18,31 @@ function request(overrides: Partial<ChatRequest> = {}): ChatRequest {
   };
 }
 
+const REQUEST_FOR_QUIRKS: ChatRequest = {
+  messages: [{ role: "user", content: [{ part: { $case: "text", value: "Tell me a story" } }], name: "", toolCallId: "", toolCalls: [] }],
+  stop: [],
+  tools: [],
+  toolChoiceJson: "",
+  includeUsage: false,
+  user: "",
+};
+
 describe("openAIRequestBody", () => {
+  test("continues a trailing assistant message only when the provider needs to be told (continue_final_message)", () => {
+    const prefill = {
+      ...REQUEST_FOR_QUIRKS,
+      messages: [
+        ...REQUEST_FOR_QUIRKS.messages,
+        { role: "assistant", content: [{ part: { $case: "text" as const, value: "Once upon" } }], name: "", toolCallId: "", toolCalls: [] },
+      ],
+    };
+    const told = openAIRequestBody(prefill, "m", true);
+    assert.equal(told.continue_final_message, true);
+    assert.equal(told.add_generation_prompt, false);
+    assert.equal(openAIRequestBody(prefill, "m", false).continue_final_message, undefined);
+    assert.equal(openAIRequestBody(REQUEST_FOR_QUIRKS, "m", true).continue_final_message, undefined, "a conversation ending with the user is not a prefill");
+  });
+
   test("a minimal request streams with usage and omits every optional field", () => {
     const body = openAIRequestBody(request(), "gpt-4o-mini");
     assert.deepEqual(body, {
@@ -295,6 +319,8 @@ async function upstream(t: TestContext, handler: Handler, timeouts = TIMEOUTS): 
       maxConnections: 4,
       healthy: true,
       retries: undefined,
+      failOnMalformedChunk: false,
+      continueFinalMessage: false,
     },
     agents,
     seen,
@@ -490,6 +516,17 @@ describe("OpenAI adapter against an HTTP server", () => {
       ],
     );
     assert.equal(events.at(-1)?.$case, "done");
+  });
+
+  test("with malformedChunks: fail, one malformed chunk fails the stream with RUNNEL_ERR_PROVIDER_BAD_RESPONSE", BOUNDED, async (t) => {
+    const up = await upstream(t, answer(deltaChunk({ content: "a" }), "{oops", deltaChunk({ content: "b" }), deltaChunk({}, "stop"), "[DONE]"));
+    const strict: Upstream = { ...up, provider: { ...up.provider, failOnMalformedChunk: true } };
+    const { events, result } = run(strict);
+    await assert.rejects(result, (error: unknown) => error instanceof RunnelError && error.code === "RUNNEL_ERR_PROVIDER_BAD_RESPONSE");
+    assert.equal(
+      events.some((event) => event.$case === "done"),
+      false,
+    );
   });
 
   test("only malformed chunks then [DONE] rejects with RUNNEL_ERR_PROVIDER_BAD_RESPONSE, never an empty success", BOUNDED, async (t) => {

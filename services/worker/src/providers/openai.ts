@@ -53,7 +53,12 @@ export const ChunkSchema = z.object({
 /** The OpenAI error answer: `{ "error": { "message": ... } }`. */
 const ErrorBodySchema = z.object({ error: z.object({ message: z.string() }) });
 
-export function openAIRequestBody(request: ChatRequest, model: string): Record<string, unknown> {
+/**
+ * The OpenAI chat completions body. `continueFinalMessage`: a conversation
+ * ending with an assistant message is a prefill to continue, which vLLM-style
+ * servers do only when told (and without a new generation prompt).
+ */
+export function openAIRequestBody(request: ChatRequest, model: string, continueFinalMessage = false): Record<string, unknown> {
   const body: Record<string, unknown> = {
     model,
     stream: true,
@@ -90,6 +95,10 @@ export function openAIRequestBody(request: ChatRequest, model: string): Record<s
     }));
   }
   if (request.toolChoiceJson) body.tool_choice = JSON.parse(request.toolChoiceJson);
+  if (continueFinalMessage && request.messages.at(-1)?.role === "assistant") {
+    body.continue_final_message = true;
+    body.add_generation_prompt = false;
+  }
   return body;
 }
 
@@ -102,7 +111,7 @@ export function createOpenAIAdapter(options: SseStreamOptions): ProviderAdapter 
       return runSseStream(call, options, {
         url: joinUrl(provider.baseUrl, "chat/completions"),
         headers,
-        body: JSON.stringify(openAIRequestBody(call.request, call.model)),
+        body: JSON.stringify(openAIRequestBody(call.request, call.model, provider.continueFinalMessage)),
         readError: (_status, text) => {
           const parsed = ErrorBodySchema.safeParse(safeJson(text));
           return { message: parsed.success ? parsed.data.error.message : text.slice(0, 500) || "no body" };

@@ -150,6 +150,9 @@ async function readStream(
     malformed(reason) {
       malformedEvents += 1;
       onMalformed?.(reason);
+      if (call.provider.failOnMalformedChunk) {
+        streamError ??= new RunnelError("RUNNEL_ERR_PROVIDER_BAD_RESPONSE", `the provider sent a chunk that is not valid for its wire format (${reason})`);
+      }
     },
     fail(error) {
       streamError ??= redactKey(error.message, apiKey) === error.message ? error : rewrap(error, redactKey(error.message, apiKey));

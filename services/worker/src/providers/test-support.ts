@@ -83,6 +83,8 @@ export async function upstream(t: TestHooks, handler: Handler, overrides: Partia
       maxConnections: 4,
       healthy: true,
       retries: undefined,
+      failOnMalformedChunk: false,
+      continueFinalMessage: false,
       ...overrides,
     },
     agents,

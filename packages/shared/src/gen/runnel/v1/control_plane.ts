@@ -159,7 +159,16 @@ export interface ProviderSpec {
   maxConnections: number;
   /** Health as the control plane last computed it. */
   healthy: boolean;
-  retries: ProviderRetries | undefined;
+  retries:
+    | ProviderRetries
+    | undefined;
+  /** A chunk that fails validation fails the stream (true) or is skipped and counted (false). */
+  failOnMalformedChunk: boolean;
+  /**
+   * OpenAI-compatible servers that continue a trailing assistant message only
+   * when asked (vLLM: continue_final_message, add_generation_prompt false).
+   */
+  continueFinalMessage: boolean;
 }
 
 export interface ProviderSpec_HeadersEntry {
@@ -622,6 +631,8 @@ function createBaseProviderSpec(): ProviderSpec {
     maxConnections: 0,
     healthy: false,
     retries: undefined,
+    failOnMalformedChunk: false,
+    continueFinalMessage: false,
   };
 }
 
@@ -653,6 +664,12 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     }
     if (message.retries !== undefined) {
       ProviderRetries.encode(message.retries, writer.uint32(74).fork()).join();
+    }
+    if (message.failOnMalformedChunk !== false) {
+      writer.uint32(80).bool(message.failOnMalformedChunk);
+    }
+    if (message.continueFinalMessage !== false) {
+      writer.uint32(88).bool(message.continueFinalMessage);
     }
     return writer;
   },
@@ -745,6 +762,22 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
             message.retries = ProviderRetries.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.failOnMalformedChunk = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.continueFinalMessage = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -793,6 +826,16 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
         : 0,
       healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
       retries: isSet(object.retries) ? ProviderRetries.fromJSON(object.retries) : undefined,
+      failOnMalformedChunk: isSet(object.failOnMalformedChunk)
+        ? globalThis.Boolean(object.failOnMalformedChunk)
+        : isSet(object.fail_on_malformed_chunk)
+        ? globalThis.Boolean(object.fail_on_malformed_chunk)
+        : false,
+      continueFinalMessage: isSet(object.continueFinalMessage)
+        ? globalThis.Boolean(object.continueFinalMessage)
+        : isSet(object.continue_final_message)
+        ? globalThis.Boolean(object.continue_final_message)
+        : false,
     };
   },
 
@@ -831,6 +874,12 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     if (message.retries !== undefined) {
       obj.retries = ProviderRetries.toJSON(message.retries);
     }
+    if (message.failOnMalformedChunk !== false) {
+      obj.failOnMalformedChunk = message.failOnMalformedChunk;
+    }
+    if (message.continueFinalMessage !== false) {
+      obj.continueFinalMessage = message.continueFinalMessage;
+    }
     return obj;
   },
 
@@ -860,6 +909,8 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     message.retries = (object.retries !== undefined && object.retries !== null)
       ? ProviderRetries.fromPartial(object.retries)
       : undefined;
+    message.failOnMalformedChunk = object.failOnMalformedChunk ?? false;
+    message.continueFinalMessage = object.continueFinalMessage ?? false;
     return message;
   },
 };
