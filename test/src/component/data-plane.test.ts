@@ -368,6 +368,32 @@ models:
     );
   });
 
+  test("the ingress's stream reader: events past the log's retention end the read with RUNNEL_ERR_EVENTS_EXPIRED, never a hole", async () => {
+    const streamId = newStreamId();
+    for (let seq = 1; seq <= 6; seq++)
+      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: `${seq}` } } }));
+    // What the retention window does to an old stream: its first events are gone.
+    await bus.jsm.streams.purge("RUNNEL_EVENTS", { filter: eventsSubject(streamId), keep: 2 });
+    const late = reader(streamId, 1, true);
+    const delivered: StreamEvent[] = [];
+    late.attach((event) => delivered.push(event));
+    const deadline = Date.now() + 3_000;
+    while (!late.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(delivered.length, 1);
+    const only = delivered[0]?.event;
+    assert.equal(only?.$case === "error" ? only.value.code : only?.$case, "RUNNEL_ERR_EVENTS_EXPIRED");
+    // From a position the log still holds, the rest is delivered.
+    const recent = reader(streamId, 4, true);
+    const rest: StreamEvent[] = [];
+    recent.attach((event) => rest.push(event));
+    await Promise.race([recent.caughtUp, new Promise((resolve) => setTimeout(resolve, 3_000))]);
+    assert.deepEqual(
+      rest.map((event) => event.seq),
+      [5, 6],
+    );
+    recent.close();
+  });
+
   test("two workers claiming one stream: exactly one wins", async () => {
     const streamId = newStreamId();
     const base = {

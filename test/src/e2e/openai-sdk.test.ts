@@ -116,6 +116,12 @@ describe("a chat completion through the whole stack", () => {
     assert.ok(seen.tokensSent < 5000, "the provider stopped generating");
   });
 
+  test("models.list names the configured models", async () => {
+    const ids: string[] = [];
+    for await (const model of client.models.list()) ids.push(model.id);
+    assert.ok(ids.includes("mock") && ids.includes("long") && ids.includes("quiet"), ids.join(", "));
+  });
+
   test("an unknown model is a 404 in OpenAI's error format", async () => {
     await assert.rejects(client.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] }), (error: unknown) => {
       assert.ok(error instanceof OpenAI.NotFoundError);
