@@ -62,8 +62,8 @@ export class LogCursor {
       if (got === 0) break;
     }
     if (this.#pending === 0) {
-      // Anything published since: the next read sees it.
-      this.#pending = (await consumer.info(true)).num_pending;
+      // Anything published since? Ask the server (info(true) would answer from the cache made at creation).
+      this.#pending = (await consumer.info(false)).num_pending;
     }
     return { events, streamSeqs, caughtUp: this.#pending === 0, firstSeq: this.#firstSeq };
   }

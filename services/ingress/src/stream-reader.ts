@@ -150,11 +150,13 @@ export class StreamReader implements LiveListener {
     if (this.#mode === "live") this.#drainBuffer();
     if (this.#mode === "replay" && !this.#replaying) {
       this.#replaying = true;
-      this.#replay().finally(() => {
-        this.#replaying = false;
-        // Still behind (a fresh cursor is needed, or a resume came while this one was closing): go on.
-        this.#pump();
-      });
+      this.#replay()
+        .catch((error: unknown) => this.fail("RUNNEL_ERR_INTERNAL", `reading the log failed: ${error instanceof Error ? error.message : String(error)}`))
+        .finally(() => {
+          this.#replaying = false;
+          // Still behind (a fresh cursor is needed, or a resume came while this one was closing): go on.
+          this.#pump();
+        });
     }
   }
 
@@ -223,6 +225,8 @@ export class StreamReader implements LiveListener {
         }
         // Only what was delivered counts: a batch cut short by a pause is read again from here.
         this.#lastStreamSeq = batch.streamSeqs[index] ?? this.#lastStreamSeq;
+        // Progress: the log is keeping up, so waiting for it starts over.
+        waits = 0;
         this.#deliver(event);
       }
       if (this.#ended || this.#paused) return;

@@ -87,6 +87,8 @@ export class StreamService {
       await this.#deps.bus.js.publish(JOBS_SUBJECT, encodeJob(job), { msgID: job.streamId, timeout: 5_000 });
     } catch (error) {
       reader.close();
+      // A timed-out publish may still have been stored: record a cancel so no worker ever starts it.
+      void this.cancel(job.streamId, "the job could not be queued");
       throw new RunnelError("RUNNEL_ERR_OVERLOADED", "the job could not be queued", { cause: error });
     }
     return reader;

@@ -10,7 +10,10 @@
  * promise per event.
  */
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
-import { encodeEvent, eventsSubject, type StreamEvent } from "@runnel/shared";
+import { encodeEvent, eventsSubject, RunnelError, type StreamEvent } from "@runnel/shared";
+
+/** How long a stream waits for the log to acknowledge anything before it fails. */
+const STALLED_MS = 10_000;
 
 export class EventPublisher {
   readonly #nc: NatsConnection;
@@ -67,13 +70,40 @@ export class StreamPublisher {
     this.nc.publish(this.subject, encodeEvent(event), { reply: this.reply });
   }
 
-  /** Undefined while the stream may go on; else a promise that resolves once the log has caught up enough. */
-  ready(): Promise<void> | undefined {
+  /**
+   * Undefined while the stream may go on; else a promise that resolves once
+   * the log has caught up enough. It rejects when `signal` aborts (a cancel
+   * must not wait for the log), when acknowledgements stop coming for
+   * `STALLED_MS` (lost in a reconnect, say: the stream must end, not hang),
+   * or when the log refused an event (the stream would have a hole).
+   */
+  ready(signal: AbortSignal): Promise<void> | undefined {
+    if (this.#refused > 0) return Promise.reject(new RunnelError("RUNNEL_ERR_INTERNAL", `the event log refused ${this.#refused} event(s) of this stream`));
     if (this.#unacknowledged < this.window) return undefined;
-    this.#waiting ??= new Promise((resolve) => {
+    this.#waiting ??= new Promise<void>((resolve) => {
       this.#waiter = resolve;
     });
-    return this.#waiting;
+    const waiting = this.#waiting;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new RunnelError("RUNNEL_ERR_INTERNAL", `the event log acknowledged nothing for ${STALLED_MS} ms (${this.#unacknowledged} events waiting)`));
+      }, STALLED_MS);
+      const onAbort = () => {
+        cleanup();
+        reject(signal.reason);
+      };
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      waiting.then(() => {
+        cleanup();
+        resolve();
+      });
+    });
   }
 
   /** Events the log refused (it is full or gone); the job runner fails the stream when this is not 0. */

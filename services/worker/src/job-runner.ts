@@ -145,11 +145,13 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       model: route.model,
       provider,
       signal: controller.signal,
-      ready: () => publisher.ready(),
+      ready: () => publisher.ready(controller.signal),
       emit: (body) => {
         if (body.$case === "done") {
           // Published at once: the adapter may still be tidying up its connection.
           terminal = publishTerminal(bus, subject, sequencer.next(body), log);
+          // Awaited once the adapter returns; a failure meanwhile must not be an unhandled rejection.
+          terminal.catch(() => {});
           return;
         }
         // The worker always asks the provider for usage; the stream carries it only when the client asked.
