@@ -81,6 +81,13 @@ export class StreamReader implements LiveListener {
     this.#pump();
   }
 
+  /** Reads from the log now: the live feed may have missed events that nothing later will reveal (the last ones). */
+  catchUp(): void {
+    if (this.#ended || this.#mode === "replay") return;
+    this.#mode = "replay";
+    this.#pump();
+  }
+
   /** Stops reading; nothing more is delivered. Idempotent. */
   close(): void {
     if (this.#ended) return;

@@ -45,6 +45,8 @@ interface Watched {
   seen: number;
   quietSince: number;
   checking: boolean;
+  /** Sent back to the log once already because its stream ended unseen. */
+  caughtUp: boolean;
 }
 
 export class StreamService {
@@ -106,7 +108,7 @@ export class StreamService {
       onLogError: (error) => this.#deps.log.warn({ stream_id: streamId, err: error }, "reading the event log failed; retrying"),
     });
     const now = Date.now();
-    this.#watched.add({ reader, openedAtMs: now, seen: -1, quietSince: now, checking: false });
+    this.#watched.add({ reader, openedAtMs: now, seen: -1, quietSince: now, checking: false, caughtUp: false });
     return reader;
   }
 
@@ -226,6 +228,12 @@ export class StreamService {
       this.record(reader.streamId)
         .then((record) => {
           const verdict = judgeQuietStream(record?.state, watched.openedAtMs, Date.now(), this.#stallPolicy);
+          if (verdict.end && verdict.code === "RUNNEL_ERR_EVENT_GAP" && !watched.caughtUp) {
+            // The stream ended but this reader has not seen the end: the log has it. Only if reading it brings nothing is it a gap.
+            watched.caughtUp = true;
+            reader.catchUp();
+            return;
+          }
           if (verdict.end && !reader.ended) {
             this.#deps.log.warn({ stream_id: reader.streamId, code: verdict.code }, verdict.message);
             reader.fail(verdict.code, verdict.message);

@@ -394,6 +394,26 @@ models:
     recent.close();
   });
 
+  test("the ingress's stream reader: catchUp() finds in the log the end the live feed missed", async () => {
+    const streamId = newStreamId();
+    for (let seq = 1; seq <= 3; seq++)
+      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: `${seq}` } } }));
+    await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 4, event: { $case: "done", value: { finishReason: 1 } } }));
+    // A live reader at seq 3 that never saw the terminal event (as after a reconnect).
+    const missed = reader(streamId, 3, false);
+    const delivered: StreamEvent[] = [];
+    missed.attach((event) => delivered.push(event));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(delivered.length, 0, "nothing on the live feed");
+    missed.catchUp();
+    const deadline = Date.now() + 3_000;
+    while (!missed.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(
+      delivered.map((event) => [event.seq, event.event?.$case]),
+      [[4, "done"]],
+    );
+  });
+
   test("two workers claiming one stream: exactly one wins", async () => {
     const streamId = newStreamId();
     const base = {
