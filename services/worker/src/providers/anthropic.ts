@@ -10,7 +10,7 @@ import { type ChatMessage, type ChatRequest, type ContentPart, FinishReason, Run
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { type ErrorDetail, ProviderError, safeJson } from "./http.js";
-import { type DecoderSink, joinUrl, runSseStream, type SseStreamOptions, type StreamDecoder } from "./sse-stream.js";
+import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf } from "./sse-stream.js";
 import type { ProviderAdapter, StreamCall } from "./types.js";
 
 /** The API version sent unless the provider's `headers` set `anthropic-version`. */
@@ -127,12 +127,6 @@ function contentBlocks(parts: readonly ContentPart[]): Block[] {
     } else if (part.part?.$case === "imageUrl") blocks.push(imageBlock(part.part.value.url));
   }
   return blocks;
-}
-
-function textOf(parts: readonly ContentPart[]): string {
-  let text = "";
-  for (const part of parts) if (part.part?.$case === "text") text += part.part.value;
-  return text;
 }
 
 function parseArguments(message: ChatMessage, index: number, callIndex: number): unknown {
@@ -275,13 +269,8 @@ export class AnthropicDecoder implements StreamDecoder {
   #outputTokens = 0;
 
   decode(event: EventSourceMessage, sink: DecoderSink): void {
-    let json: unknown;
-    try {
-      json = JSON.parse(event.data);
-    } catch {
-      sink.malformed("not JSON");
-      return;
-    }
+    const json = parseJson(event.data, sink);
+    if (json === undefined) return;
     const type = (json as { type?: unknown } | null)?.type;
     if (typeof type !== "string") {
       sink.malformed("no event type");

@@ -11,7 +11,7 @@ import { type ChatRequest, type ContentPart, type ErrorCode, FinishReason, Runne
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { type ErrorDetail, ProviderError, safeJson } from "./http.js";
-import { type DecoderSink, joinUrl, runSseStream, type SseStreamOptions, type StreamDecoder } from "./sse-stream.js";
+import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf, validChunk } from "./sse-stream.js";
 import type { ProviderAdapter, StreamCall } from "./types.js";
 
 const count = z.number().int().nonnegative();
@@ -149,12 +149,6 @@ function parts(content: readonly ContentPart[]): Part[] {
     } else if (part.part?.$case === "imageUrl") out.push(imagePart(part.part.value.url));
   }
   return out;
-}
-
-function textOf(content: readonly ContentPart[]): string {
-  let text = "";
-  for (const part of content) if (part.part?.$case === "text") text += part.part.value;
-  return text;
 }
 
 function parseJsonField(json: string, param: string): unknown {
@@ -300,19 +294,10 @@ export class GeminiDecoder implements StreamDecoder {
   #tools = 0;
 
   decode(event: EventSourceMessage, sink: DecoderSink): void {
-    let json: unknown;
-    try {
-      json = JSON.parse(event.data);
-    } catch {
-      sink.malformed("not JSON");
-      return;
-    }
-    const parsed = GeminiChunkSchema.safeParse(json);
-    if (!parsed.success) {
-      sink.malformed(parsed.error.issues[0]?.message ?? "schema");
-      return;
-    }
-    const chunk = parsed.data;
+    const json = parseJson(event.data, sink);
+    if (json === undefined) return;
+    const chunk = validChunk(GeminiChunkSchema, json, sink);
+    if (!chunk) return;
     if (chunk.error) {
       sink.fail(errorFromGoogleStatus(chunk.error.status, chunk.error.code, chunk.error.message));
       return;

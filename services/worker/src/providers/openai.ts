@@ -8,7 +8,7 @@ import { type ChatRequest, FinishReason, finishReasonFromOpenAI } from "@runnel/
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { ProviderError, safeJson } from "./http.js";
-import { type DecoderSink, joinUrl, runSseStream, type SseStreamOptions, type StreamDecoder } from "./sse-stream.js";
+import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, validChunk } from "./sse-stream.js";
 import type { ProviderAdapter, StreamCall } from "./types.js";
 
 const toolCallDelta = z.object({
@@ -129,19 +129,10 @@ export class OpenAIDecoder implements StreamDecoder {
       sink.end();
       return;
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(event.data);
-    } catch {
-      sink.malformed("not JSON");
-      return;
-    }
-    const parsed = ChunkSchema.safeParse(json);
-    if (!parsed.success) {
-      sink.malformed(parsed.error.issues[0]?.message ?? "schema");
-      return;
-    }
-    const chunk = parsed.data;
+    const json = parseJson(event.data, sink);
+    if (json === undefined) return;
+    const chunk = validChunk(ChunkSchema, json, sink);
+    if (!chunk) return;
     if (chunk.error) {
       sink.fail(new ProviderError("RUNNEL_ERR_PROVIDER_UNAVAILABLE", `provider reported an error mid-stream: ${chunk.error.message}`, { retry: true }));
       return;

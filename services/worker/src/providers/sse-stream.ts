@@ -5,7 +5,7 @@
  * the headers, the body, the error answer, and the mapping of each event)
  * comes in as an `SseExchange` with a fresh `StreamDecoder` per stream.
  */
-import { type EventBody, FinishReason, RunnelError, type Usage } from "@runnel/shared";
+import { type ContentPart, type EventBody, FinishReason, RunnelError, type Usage } from "@runnel/shared";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { request as httpRequest } from "undici";
 import { type AgentPool, type ErrorDetail, errorFromStatus, errorFromTransport, ProviderError, readBounded, redactKey, Watchdog } from "./http.js";
@@ -243,4 +243,33 @@ async function drain(chunks: AsyncIterator<Uint8Array>, limitMs: number): Promis
 /** Joins a base URL and a path with exactly one slash. */
 export function joinUrl(baseUrl: string, path: string): string {
   return `${baseUrl.replace(/\/+$/, "")}/${path.replace(/^\/+/, "")}`;
+}
+
+/** Parses one SSE event's data as JSON; a malformed one is reported to the sink and gives undefined. */
+export function parseJson(data: string, sink: DecoderSink): unknown {
+  try {
+    return JSON.parse(data);
+  } catch {
+    sink.malformed("not JSON");
+    return undefined;
+  }
+}
+
+/** Validates a parsed chunk with its schema; an invalid one is reported to the sink and gives undefined. */
+export function validChunk<T>(
+  schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } },
+  json: unknown,
+  sink: DecoderSink,
+): T | undefined {
+  const parsed = schema.safeParse(json);
+  if (parsed.success) return parsed.data;
+  sink.malformed(parsed.error.issues[0]?.message ?? "schema");
+  return undefined;
+}
+
+/** The text parts of a message, concatenated. */
+export function textOf(parts: readonly ContentPart[]): string {
+  let text = "";
+  for (const part of parts) if (part.part?.$case === "text") text += part.part.value;
+  return text;
 }
