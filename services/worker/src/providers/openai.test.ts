@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, type TestContext, test } from "node:test";
 import { type ChatRequest, type controlPlane, type EventBody, FinishReason, RunnelError } from "@runnel/shared";
-import { AgentPool } from "./http.js";
+import type { AgentPool } from "./http.js";
 import { ChunkSchema, createOpenAIAdapter, openAIRequestBody } from "./openai.js";
+import { type SeenRequest, upstream as sharedUpstream } from "./test-support.js";
 
 function request(overrides: Partial<ChatRequest> = {}): ChatRequest {
   return {
@@ -264,19 +265,12 @@ describe("ChunkSchema", () => {
 // ---------------------------------------------------------------------------
 // The adapter against a real HTTP server on 127.0.0.1.
 
-interface SeenRequest {
-  method: string;
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
 interface Upstream {
   provider: controlPlane.ProviderSpec;
   agents: AgentPool;
   seen: SeenRequest[];
   /** Resolves with performance.now() when the server sees the first request's socket close. */
-  socketClosed: Promise<number>;
+  readonly socketClosed: Promise<number>;
   server: Server;
 }
 
@@ -284,48 +278,17 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 const TIMEOUTS = { connectMs: 1000, firstTokenMs: 1000, idleMs: 300, totalMs: 0 };
 
-/** Starts a tiny upstream; the server and the agent pool are closed when the test ends. */
+/** The shared test upstream (test-support.ts), as an OpenAI base URL ending in /v1 with the key these tests check. */
 async function upstream(t: TestContext, handler: Handler, timeouts = TIMEOUTS): Promise<Upstream> {
-  const seen: SeenRequest[] = [];
-  let onClosed: (at: number) => void = () => {};
-  const socketClosed = new Promise<number>((resolve) => {
-    onClosed = resolve;
-  });
-  const server = createServer((req, res) => {
-    req.socket.once("close", () => onClosed(performance.now()));
-    const chunks: Buffer[] = [];
-    req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.on("end", () => {
-      seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
-      handler(req, res);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  const agents = new AgentPool();
-  t.after(async () => {
-    server.closeAllConnections();
-    await agents.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  const shared = await sharedUpstream(t, (request, response) => handler(request, response), { timeouts, apiKey: "sk-secret" });
   return {
-    provider: {
-      name: "p",
-      type: "openai",
-      baseUrl: `http://127.0.0.1:${port}/v1`,
-      apiKey: "sk-secret",
-      headers: {},
-      timeouts,
-      maxConnections: 4,
-      healthy: true,
-      retries: undefined,
-      failOnMalformedChunk: false,
-      continueFinalMessage: false,
+    provider: { ...shared.provider, baseUrl: `${shared.provider.baseUrl}/v1` },
+    agents: shared.agents,
+    seen: shared.seen,
+    server: shared.server,
+    get socketClosed() {
+      return shared.socketClosed(0);
     },
-    agents,
-    seen,
-    socketClosed,
-    server,
   };
 }
 
