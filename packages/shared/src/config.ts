@@ -81,6 +81,24 @@ const provider = z
       .default({ continueFinalMessage: false }),
     /** Connection pool limit per worker. */
     maxConnections: z.number().int().positive().default(256),
+    /** Budgets respected across all workers (from the shared outcome feed); absent: none. */
+    limits: z
+      .object({
+        requestsPerMinute: z.number().int().positive().optional(),
+        tokensPerMinute: z.number().int().positive().optional(),
+      })
+      .strict()
+      .default({}),
+    /** The circuit breaker of each of this provider's routes. */
+    circuit: z
+      .object({
+        /** Consecutive failures (5xx, resets, timeouts) that open the circuit. */
+        failureThreshold: z.number().int().positive().default(5),
+        /** While open, one probe request per this interval; a successful probe closes it. */
+        probeInterval: duration.default(10_000),
+      })
+      .strict()
+      .default({ failureThreshold: 5, probeInterval: 10_000 }),
   })
   .strict();
 
@@ -92,6 +110,10 @@ const route = z
     priority: z.number().int().nonnegative().default(0),
     /** Timeouts for this model on this provider; an unset one keeps the provider's (connect is the provider's alone). */
     timeouts: z.object({ firstToken: duration.optional(), idle: duration.optional(), total: duration.optional() }).strict().optional(),
+    /** The route continues a trailing assistant message (needed by the `continue` policy). */
+    acceptsPrefill: z.boolean().default(false),
+    /** Context window in tokens; a context-length error fails over only to a route with a larger one. */
+    contextWindow: z.number().int().positive().optional(),
   })
   .strict();
 
@@ -99,6 +121,23 @@ const model = z
   .object({
     name,
     routes: z.array(route).min(1, "a model needs at least one route"),
+    /** How routes of the same priority share the load. */
+    strategy: z.enum(["weighted", "least-inflight", "latency", "affinity"]).default("weighted"),
+    /** What a failure after the first token does: an error event, a restart on the next route, or a continuation (prefill). */
+    afterFirstToken: z.enum(["error", "restart", "continue"]).default("error"),
+    /** Start the next route as well when no first token arrived within this time; absent: no hedging. */
+    hedgeAfter: duration.optional(),
+    failover: z
+      .object({
+        /** Routes one request may try, the first included. */
+        maxRoutes: z.number().int().positive().max(16).default(3),
+        /** No route is started later than this after the request arrived. */
+        budget: duration.default(30_000),
+        /** A content-policy rejection fails over to the next route instead of being returned. */
+        onContentPolicy: z.boolean().default(false),
+      })
+      .strict()
+      .default({ maxRoutes: 3, budget: 30_000, onContentPolicy: false }),
   })
   .strict();
 

@@ -23,7 +23,7 @@ function roundTrip(event: StreamEvent): StreamEvent {
 }
 
 function event(body: EventBody, seq = 7): StreamEvent {
-  return { streamId: "st_01HZX3J9Y8K7", seq, event: body };
+  return { streamId: "st_01HZX3J9Y8K7", seq, epoch: 0, event: body };
 }
 
 /** A ChatRequest with every field set to its "absent" value; tests override what they need. */
@@ -140,6 +140,7 @@ describe("encodeJob / decodeJob", () => {
       routingVersion: 17,
       traceContext: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "vendor=x" },
       keyId: "team-a",
+      affinityKey: "",
     };
   }
 
@@ -222,7 +223,7 @@ describe("isTerminal", () => {
       { $case: "usage", value: { inputTokens: 1, outputTokens: 1, cachedInputTokens: 0, reasoningTokens: 0 } },
     ];
     for (const body of others) assert.equal(isTerminal(event(body)), false, body.$case);
-    assert.equal(isTerminal({ streamId: "s", seq: 1, event: undefined }), false);
+    assert.equal(isTerminal({ streamId: "s", seq: 1, epoch: 0, event: undefined }), false);
   });
 });
 

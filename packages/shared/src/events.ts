@@ -4,10 +4,10 @@
  * this module adds constructors, the binary codec used on the bus, and the
  * small facts every consumer needs (is it terminal, what finish reason).
  */
-import { FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
+import { FailoverMode, FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
 
-export type { ChatMessage, ChatRequest, ContentPart, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
-export { FinishReason, Job, StreamEvent };
+export type { ChatMessage, ChatRequest, ContentPart, Failover, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
+export { FailoverMode, FinishReason, Job, StreamEvent };
 
 /** The payload of a StreamEvent, discriminated by `$case`. */
 export type EventBody = NonNullable<StreamEvent["event"]>;
@@ -79,6 +79,8 @@ export class EventSequencer {
   constructor(
     readonly streamId: string,
     after = 0,
+    /** The writer's ownership epoch, stamped on every event (see StreamEvent.epoch). */
+    readonly epoch = 0,
   ) {
     this.#seq = after;
   }
@@ -90,6 +92,6 @@ export class EventSequencer {
 
   next(event: EventBody): StreamEvent {
     this.#seq += 1;
-    return { streamId: this.streamId, seq: this.#seq, event };
+    return { streamId: this.streamId, seq: this.#seq, epoch: this.epoch, event };
   }
 }

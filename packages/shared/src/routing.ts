@@ -4,7 +4,7 @@
  */
 import type { RunnelConfig } from "./config.js";
 import { type ModelSpec, type ProviderSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
-import type { Route } from "./gen/runnel/v1/stream.js";
+import type { ChatRequest, Route } from "./gen/runnel/v1/stream.js";
 
 export type { ModelSpec, ProviderSpec };
 export { RoutingSnapshot };
@@ -36,6 +36,9 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
         baseDelayMs: provider.retries.baseDelay,
         maxDelayMs: provider.retries.maxDelay,
       },
+      requestsPerMinute: provider.limits.requestsPerMinute ?? 0,
+      tokensPerMinute: provider.limits.tokensPerMinute ?? 0,
+      circuit: { failureThreshold: provider.circuit.failureThreshold, probeIntervalMs: provider.circuit.probeInterval },
     })),
     models: config.models.map((model) => ({
       name: model.name,
@@ -50,7 +53,15 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
           idleMs: route.timeouts?.idle ?? 0,
           totalMs: route.timeouts?.total ?? 0,
         },
+        acceptsPrefill: route.acceptsPrefill,
+        contextWindow: route.contextWindow ?? 0,
       })),
+      strategy: model.strategy,
+      afterFirstToken: model.afterFirstToken,
+      hedgeAfterMs: model.hedgeAfter ?? 0,
+      failoverOnContentPolicy: model.failover.onContentPolicy,
+      maxRoutes: model.failover.maxRoutes,
+      failoverBudgetMs: model.failover.budget,
     })),
   };
 }
@@ -140,4 +151,38 @@ function weightedShuffle<T extends { weight: number }>(items: T[], random: () =>
     .map((item) => ({ item, key: random() ** (1 / Math.max(item.weight, 1)) }))
     .sort((a, b) => b.key - a.key)
     .map((entry) => entry.item);
+}
+
+/** Characters of the prompt's beginning that identify a conversation under the `affinity` strategy. */
+const AFFINITY_PREFIX_CHARS = 1024;
+
+/**
+ * The key that keeps one conversation on one route under the `affinity`
+ * strategy: the client's session id when it sent one, else the request's
+ * `user`, else a hash of the prompt's beginning (the system prompt and first
+ * user turn, which every later turn of the conversation repeats). Pure.
+ */
+export function affinityKeyFor(request: ChatRequest, session?: string): string {
+  if (session) return `session:${session}`;
+  if (request.user) return `user:${request.user}`;
+  let text = "";
+  for (const message of request.messages) {
+    for (const part of message.content) {
+      if (part.part?.$case === "text") text += part.part.value;
+      if (text.length >= AFFINITY_PREFIX_CHARS) break;
+    }
+    text += "\u0000";
+    if (text.length >= AFFINITY_PREFIX_CHARS || message.role === "user") break;
+  }
+  return `prefix:${fnv1a(text.slice(0, AFFINITY_PREFIX_CHARS)).toString(16)}`;
+}
+
+/** 32-bit FNV-1a: a fast, well-spread hash for keys (not for security). */
+export function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < text.length; index++) {
+    hash ^= text.charCodeAt(index);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
 }

@@ -15,7 +15,7 @@ const STREAM = "st_abc";
 
 /** Numbers bodies 1, 2, 3, … as the worker does. */
 function events(...bodies: EventBody[]): StreamEvent[] {
-  return bodies.map((event, index) => ({ streamId: STREAM, seq: index + 1, event }));
+  return bodies.map((event, index) => ({ streamId: STREAM, seq: index + 1, epoch: 0, event }));
 }
 
 const started = (model = "claude-served-1"): EventBody => ({ $case: "started", value: { provider: "p", model, attempt: 1 } });
@@ -171,7 +171,7 @@ describe("AnthropicStreamEncoder", () => {
       { event: "error", id: 3, data: { type: "error", error: { type: "api_error", message: "the provider's stream ended early" } } },
     ]);
     // Nothing follows the error, whatever arrives.
-    assert.equal(encoder.encode({ streamId: STREAM, seq: 4, event: done() }), "");
+    assert.equal(encoder.encode({ streamId: STREAM, seq: 4, epoch: 0, event: done() }), "");
   });
 
   test("an error raised by the ingress (seq 0) has no id; a capacity error is overloaded_error", () => {

@@ -10,7 +10,7 @@ function context(model = "gpt"): ChunkContext {
 let seq = 0;
 function event(body: EventBody): StreamEvent {
   seq += 1;
-  return { streamId: "st_abc", seq, event: body };
+  return { streamId: "st_abc", seq, epoch: 0, event: body };
 }
 
 interface Chunk {
@@ -142,7 +142,7 @@ describe("encodeChunk", () => {
   });
 
   test("an event without a body encodes to nothing", () => {
-    assert.equal(encodeChunk(context(), { streamId: "s", seq: 1, event: undefined }), undefined);
+    assert.equal(encodeChunk(context(), { streamId: "s", seq: 1, epoch: 0, event: undefined }), undefined);
   });
 });
 

@@ -104,6 +104,7 @@ export class StreamReader implements LiveListener {
     this.#deliver({
       streamId: this.streamId,
       seq: 0,
+      epoch: 0,
       event: { $case: "error", value: { code, message: `stream ${this.streamId}: ${message}`, retryable: spec.retryable, httpStatus: spec.httpStatus } },
     });
   }

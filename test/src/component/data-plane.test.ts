@@ -107,6 +107,7 @@ models:
     routingVersion: 0,
     traceContext: {},
     keyId: "",
+    affinityKey: "",
   });
 
   /** Subscribes to a stream's events; `done` resolves at the terminal event (or after `timeoutMs` with what came). */
@@ -291,9 +292,9 @@ models:
     assert.equal(claimed.claimed, true);
     await bus.js.publish(
       eventsSubject(streamId),
-      encodeEvent({ streamId, seq: 1, event: { $case: "started", value: { provider: "mock", model: "mock", attempt: 1 } } }),
+      encodeEvent({ streamId, seq: 1, epoch: 0, event: { $case: "started", value: { provider: "mock", model: "mock", attempt: 1 } } }),
     );
-    await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 2, event: { $case: "textDelta", value: { text: "half an" } } }));
+    await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 2, epoch: 0, event: { $case: "textDelta", value: { text: "half an" } } }));
     const stream = listen(streamId);
     await submit(job(streamId, upstream));
     const events = await stream.done;
@@ -315,7 +316,7 @@ models:
     const live = reader(streamId, 0, false);
     const delivered: StreamEvent[] = [];
     live.attach((event) => delivered.push(event));
-    const text = (seq: number): StreamEvent => ({ streamId, seq, event: { $case: "textDelta", value: { text: String(seq) } } });
+    const text = (seq: number): StreamEvent => ({ streamId, seq, epoch: 0, event: { $case: "textDelta", value: { text: String(seq) } } });
     for (const seq of [1, 2, 2, 1, 3, 5, 6]) bus.nc.publish(eventsSubject(streamId), encodeEvent(text(seq)));
     await bus.nc.flush();
     const deadline = Date.now() + 3_000;
@@ -332,8 +333,8 @@ models:
     const streamId = newStreamId();
     const early = reader(streamId, 0, false, 64);
     for (let seq = 1; seq <= 1100; seq++)
-      bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: "x" } } }));
-    bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 1101, event: { $case: "done", value: { finishReason: 1 } } }));
+      bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, epoch: 0, event: { $case: "textDelta", value: { text: "x" } } }));
+    bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 1101, epoch: 0, event: { $case: "done", value: { finishReason: 1 } } }));
     await bus.nc.flush();
     await new Promise((resolve) => setTimeout(resolve, 100));
     const delivered: StreamEvent[] = [];
@@ -349,7 +350,7 @@ models:
   test("the ingress's stream reader: resumes from a position, replaying the log then following live", async () => {
     const streamId = newStreamId();
     for (let seq = 1; seq <= 10; seq++)
-      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: `${seq}` } } }));
+      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, epoch: 0, event: { $case: "textDelta", value: { text: `${seq}` } } }));
     const resumed = reader(streamId, 4, true);
     const delivered: StreamEvent[] = [];
     resumed.attach((event) => delivered.push(event));
@@ -357,9 +358,9 @@ models:
     for (let seq = 11; seq <= 12; seq++)
       bus.nc.publish(
         eventsSubject(streamId),
-        encodeEvent({ streamId, seq, event: { $case: "textDelta", value: `${seq}` ? { text: `${seq}` } : { text: "" } } }),
+        encodeEvent({ streamId, seq, epoch: 0, event: { $case: "textDelta", value: `${seq}` ? { text: `${seq}` } : { text: "" } } }),
       );
-    bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 13, event: { $case: "done", value: { finishReason: 1 } } }));
+    bus.nc.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 13, epoch: 0, event: { $case: "done", value: { finishReason: 1 } } }));
     const deadline = Date.now() + 3_000;
     while (!resumed.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     assert.deepEqual(
@@ -371,7 +372,7 @@ models:
   test("the ingress's stream reader: events past the log's retention end the read with RUNNEL_ERR_EVENTS_EXPIRED, never a hole", async () => {
     const streamId = newStreamId();
     for (let seq = 1; seq <= 6; seq++)
-      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: `${seq}` } } }));
+      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, epoch: 0, event: { $case: "textDelta", value: { text: `${seq}` } } }));
     // What the retention window does to an old stream: its first events are gone.
     await bus.jsm.streams.purge("RUNNEL_EVENTS", { filter: eventsSubject(streamId), keep: 2 });
     const late = reader(streamId, 1, true);
@@ -397,8 +398,8 @@ models:
   test("the ingress's stream reader: catchUp() finds in the log the end the live feed missed", async () => {
     const streamId = newStreamId();
     for (let seq = 1; seq <= 3; seq++)
-      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, event: { $case: "textDelta", value: { text: `${seq}` } } }));
-    await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 4, event: { $case: "done", value: { finishReason: 1 } } }));
+      await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq, epoch: 0, event: { $case: "textDelta", value: { text: `${seq}` } } }));
+    await bus.js.publish(eventsSubject(streamId), encodeEvent({ streamId, seq: 4, epoch: 0, event: { $case: "done", value: { finishReason: 1 } } }));
     // A live reader at seq 3 that never saw the terminal event (as after a reconnect).
     const missed = reader(streamId, 3, false);
     const delivered: StreamEvent[] = [];
@@ -427,6 +428,7 @@ models:
       errorCode: "",
       cancelReason: "",
       keyId: "",
+      affinityKey: "",
     };
     const results = await Promise.all([records.claim({ ...base, owner: "a" }), records.claim({ ...base, owner: "b" }), records.claim({ ...base, owner: "c" })]);
     assert.equal(results.filter((result) => result.claimed).length, 1);

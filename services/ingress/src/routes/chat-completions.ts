@@ -1,6 +1,7 @@
 /** `POST /v1/chat/completions`: the OpenAI API, streaming (SSE or NDJSON) and not. */
-import { type Job, newStreamId, RunnelError } from "@runnel/shared";
+import { newStreamId, RunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
+import { buildJob, sessionFrom } from "../job.js";
 import type { ChunkContext } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import { type OpenStream, writeStream } from "../stream-writer.js";
@@ -21,16 +22,15 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
     const streaming = body.stream === true;
     const streamId = newStreamId();
     const now = Date.now();
-    const job: Job = {
+    const job = buildJob({
       streamId,
       model: body.model,
       request: toChatRequest(body, streaming ? body.stream_options?.include_usage === true : true),
-      routes: routing.orderRoutes(body.model),
-      createdAtMs: now,
-      routingVersion: routing.version,
-      traceContext: {},
+      routing,
       keyId: keyName,
-    };
+      session: sessionFrom(request.headers),
+      now,
+    });
     const reader = await context.streams.open(job);
     const streamLog = request.log.child({ stream_id: streamId });
     streamLog.debug({ model: body.model, streaming }, "stream submitted");

@@ -5,10 +5,11 @@
  * (malformed JSON, 413): the route lives in a plugin scope with its own
  * error handler, so the OpenAI-shaped one stays for the other routes.
  */
-import { type Job, newStreamId, RunnelError, toRunnelError } from "@runnel/shared";
+import { newStreamId, RunnelError, toRunnelError } from "@runnel/shared";
 import type { FastifyError, FastifyInstance } from "fastify";
 import { anthropicError, anthropicErrorBody } from "../anthropic-encoder.js";
 import { parseMessagesRequest, toChatRequestFromMessages } from "../anthropic-request.js";
+import { buildJob, sessionFrom } from "../job.js";
 import { writeStream } from "../stream-writer.js";
 import { anthropicWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
@@ -43,16 +44,14 @@ export function registerMessages(app: FastifyInstance, context: RouteContext): v
       }
       const streaming = body.stream === true;
       const streamId = newStreamId();
-      const job: Job = {
+      const job = buildJob({
         streamId,
         model: body.model,
         request: toChatRequestFromMessages(body),
-        routes: routing.orderRoutes(body.model),
-        createdAtMs: Date.now(),
-        routingVersion: routing.version,
-        traceContext: {},
+        routing,
         keyId: keyName,
-      };
+        session: sessionFrom(request.headers),
+      });
       const reader = await context.streams.open(job);
       const streamLog = request.log.child({ stream_id: streamId });
       streamLog.debug({ model: body.model, streaming, api: "anthropic" }, "stream submitted");

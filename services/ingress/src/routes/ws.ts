@@ -25,10 +25,11 @@
  */
 import { type IncomingMessage, STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import { isValidStreamId, type Job, newStreamId, openAIErrorBody, openAIFinishReason, RunnelError, type StoredRecord, toRunnelError } from "@runnel/shared";
+import { isValidStreamId, newStreamId, openAIErrorBody, openAIFinishReason, RunnelError, type StoredRecord, toRunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
 import { type RawData, type WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
+import { buildJob, sessionFrom } from "../job.js";
 import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import type { StreamReader } from "../stream-reader.js";
@@ -117,7 +118,7 @@ export function registerWebSocket(app: FastifyInstance, context: RouteContext): 
       return;
     }
     server.handleUpgrade(request, socket, head, (ws) => {
-      const session = new Session(ws, keyName, context, () => sessions.delete(session));
+      const session = new Session(ws, keyName, sessionFrom(request.headers), context, () => sessions.delete(session));
       sessions.add(session);
     });
   };
@@ -184,6 +185,8 @@ function resumedChunkContext(streamId: string, record: StoredRecord | undefined)
 class Session {
   readonly #ws: WebSocket;
   readonly #keyName: string;
+  /** The socket's session id (x-runnel-session-id on the upgrade), for the `affinity` strategy. */
+  readonly #session: string | undefined;
   readonly #context: RouteContext;
   readonly #onGone: () => void;
   readonly #running = new Map<string, Running>();
@@ -199,9 +202,10 @@ class Session {
   #rotation = 0;
   #destroyTimer: NodeJS.Timeout | undefined;
 
-  constructor(ws: WebSocket, keyName: string, context: RouteContext, onGone: () => void) {
+  constructor(ws: WebSocket, keyName: string, session: string | undefined, context: RouteContext, onGone: () => void) {
     this.#ws = ws;
     this.#keyName = keyName;
+    this.#session = session;
     this.#context = context;
     this.#onGone = onGone;
     const interval = context.options.heartbeatInterval;
@@ -305,16 +309,15 @@ class Session {
     }
     const streamId = newStreamId();
     const now = Date.now();
-    const job: Job = {
+    const job = buildJob({
       streamId,
       model: parsed.model,
       request: toChatRequest(parsed, parsed.stream_options?.include_usage === true),
-      routes: routing.orderRoutes(parsed.model),
-      createdAtMs: now,
-      routingVersion: routing.version,
-      traceContext: {},
+      routing,
       keyId: this.#keyName,
-    };
+      session: this.#session,
+      now,
+    });
     const running = this.#reserve(key);
     let reader: StreamReader;
     try {

@@ -128,6 +128,117 @@ export function streamPhaseToJSON(object: StreamPhase): string {
   }
 }
 
+export enum CircuitState {
+  CIRCUIT_STATE_UNSPECIFIED = 0,
+  CIRCUIT_STATE_CLOSED = 1,
+  CIRCUIT_STATE_OPEN = 2,
+  CIRCUIT_STATE_HALF_OPEN = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function circuitStateFromJSON(object: any): CircuitState {
+  switch (object) {
+    case 0:
+    case "CIRCUIT_STATE_UNSPECIFIED":
+      return CircuitState.CIRCUIT_STATE_UNSPECIFIED;
+    case 1:
+    case "CIRCUIT_STATE_CLOSED":
+      return CircuitState.CIRCUIT_STATE_CLOSED;
+    case 2:
+    case "CIRCUIT_STATE_OPEN":
+      return CircuitState.CIRCUIT_STATE_OPEN;
+    case 3:
+    case "CIRCUIT_STATE_HALF_OPEN":
+      return CircuitState.CIRCUIT_STATE_HALF_OPEN;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return CircuitState.UNRECOGNIZED;
+  }
+}
+
+export function circuitStateToJSON(object: CircuitState): string {
+  switch (object) {
+    case CircuitState.CIRCUIT_STATE_UNSPECIFIED:
+      return "CIRCUIT_STATE_UNSPECIFIED";
+    case CircuitState.CIRCUIT_STATE_CLOSED:
+      return "CIRCUIT_STATE_CLOSED";
+    case CircuitState.CIRCUIT_STATE_OPEN:
+      return "CIRCUIT_STATE_OPEN";
+    case CircuitState.CIRCUIT_STATE_HALF_OPEN:
+      return "CIRCUIT_STATE_HALF_OPEN";
+    case CircuitState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export enum OutcomeKind {
+  OUTCOME_KIND_UNSPECIFIED = 0,
+  /** OUTCOME_KIND_STARTED - A request was sent (counts against requests per minute). */
+  OUTCOME_KIND_STARTED = 1,
+  OUTCOME_KIND_FIRST_TOKEN = 2,
+  OUTCOME_KIND_SUCCEEDED = 3,
+  /** OUTCOME_KIND_FAILED - A failure that counts against the route's health (5xx, reset, timeout). */
+  OUTCOME_KIND_FAILED = 4,
+  OUTCOME_KIND_RATE_LIMITED = 5,
+  /** OUTCOME_KIND_RELEASED - Ended without a verdict on the route (cancelled, client error). */
+  OUTCOME_KIND_RELEASED = 6,
+  UNRECOGNIZED = -1,
+}
+
+export function outcomeKindFromJSON(object: any): OutcomeKind {
+  switch (object) {
+    case 0:
+    case "OUTCOME_KIND_UNSPECIFIED":
+      return OutcomeKind.OUTCOME_KIND_UNSPECIFIED;
+    case 1:
+    case "OUTCOME_KIND_STARTED":
+      return OutcomeKind.OUTCOME_KIND_STARTED;
+    case 2:
+    case "OUTCOME_KIND_FIRST_TOKEN":
+      return OutcomeKind.OUTCOME_KIND_FIRST_TOKEN;
+    case 3:
+    case "OUTCOME_KIND_SUCCEEDED":
+      return OutcomeKind.OUTCOME_KIND_SUCCEEDED;
+    case 4:
+    case "OUTCOME_KIND_FAILED":
+      return OutcomeKind.OUTCOME_KIND_FAILED;
+    case 5:
+    case "OUTCOME_KIND_RATE_LIMITED":
+      return OutcomeKind.OUTCOME_KIND_RATE_LIMITED;
+    case 6:
+    case "OUTCOME_KIND_RELEASED":
+      return OutcomeKind.OUTCOME_KIND_RELEASED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return OutcomeKind.UNRECOGNIZED;
+  }
+}
+
+export function outcomeKindToJSON(object: OutcomeKind): string {
+  switch (object) {
+    case OutcomeKind.OUTCOME_KIND_UNSPECIFIED:
+      return "OUTCOME_KIND_UNSPECIFIED";
+    case OutcomeKind.OUTCOME_KIND_STARTED:
+      return "OUTCOME_KIND_STARTED";
+    case OutcomeKind.OUTCOME_KIND_FIRST_TOKEN:
+      return "OUTCOME_KIND_FIRST_TOKEN";
+    case OutcomeKind.OUTCOME_KIND_SUCCEEDED:
+      return "OUTCOME_KIND_SUCCEEDED";
+    case OutcomeKind.OUTCOME_KIND_FAILED:
+      return "OUTCOME_KIND_FAILED";
+    case OutcomeKind.OUTCOME_KIND_RATE_LIMITED:
+      return "OUTCOME_KIND_RATE_LIMITED";
+    case OutcomeKind.OUTCOME_KIND_RELEASED:
+      return "OUTCOME_KIND_RELEASED";
+    case OutcomeKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface WatchRoutingRequest {
   role: DataPlaneRole;
   instanceId: string;
@@ -169,11 +280,23 @@ export interface ProviderSpec {
    * when asked (vLLM: continue_final_message, add_generation_prompt false).
    */
   continueFinalMessage: boolean;
+  /** Budgets across all workers; 0 means none. */
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+  circuit: CircuitSpec | undefined;
 }
 
 export interface ProviderSpec_HeadersEntry {
   key: string;
   value: string;
+}
+
+/** The circuit breaker of each route of a provider. */
+export interface CircuitSpec {
+  /** Consecutive failures that open the circuit. */
+  failureThreshold: number;
+  /** While open, at most one probe request per this interval. */
+  probeIntervalMs: number;
 }
 
 /** Retries before the first token, per provider. */
@@ -197,6 +320,21 @@ export interface ProviderTimeouts {
 export interface ModelSpec {
   name: string;
   routes: RouteSpec[];
+  /**
+   * How routes of the same priority share the load: "weighted",
+   * "least-inflight", "latency" or "affinity".
+   */
+  strategy: string;
+  /** What a failure after the first token does: "error", "restart" or "continue". */
+  afterFirstToken: string;
+  /** When no first token arrived after this long, the next route starts too; 0: no hedging. */
+  hedgeAfterMs: number;
+  /** A content-policy rejection fails over instead of being returned. */
+  failoverOnContentPolicy: boolean;
+  /** Routes one request may try, the first included. */
+  maxRoutes: number;
+  /** No route is started later than this after the request arrived. */
+  failoverBudgetMs: number;
 }
 
 export interface RouteSpec {
@@ -209,7 +347,16 @@ export interface RouteSpec {
    * Per-model timeouts; a zero field keeps the provider's. connect_ms is
    * always the provider's (its connections are pooled per provider).
    */
-  timeouts: ProviderTimeouts | undefined;
+  timeouts:
+    | ProviderTimeouts
+    | undefined;
+  /** The route takes an assistant prefill and continues it (for the `continue` policy). */
+  acceptsPrefill: boolean;
+  /**
+   * The route's context window in tokens; 0: unknown. A context-length error
+   * fails over only to routes with a larger one.
+   */
+  contextWindow: number;
 }
 
 export interface RegisterRequest {
@@ -302,6 +449,7 @@ export interface GetProviderStatusResponse {
   providers: ProviderStatus[];
   workers: WorkerStatus[];
   routingVersion: number;
+  routes: RouteStatus[];
 }
 
 export interface ProviderStatus {
@@ -317,6 +465,53 @@ export interface WorkerStatus {
   inFlight: number;
   draining: boolean;
   lastSeenMs: number;
+}
+
+/** Health of one route (provider and upstream model), as recomputed from outcomes. */
+export interface RouteStatus {
+  provider: string;
+  model: string;
+  circuit: CircuitState;
+  /** Failed share of the recent outcomes, 0..1. */
+  errorRate: number;
+  /** EWMA of the time to first token. */
+  ttftMs: number;
+  inFlight: number;
+  /** A 429 put the route in cooldown until then (0: none). */
+  cooldownUntilMs: number;
+  requestsLastMinute: number;
+  tokensLastMinute: number;
+}
+
+export interface DrainWorkerRequest {
+  workerId: string;
+}
+
+export interface DrainWorkerResponse {
+  /** False when no live worker has that id. */
+  found: boolean;
+}
+
+/**
+ * What happened on one route, published by workers on `runnel.health.outcomes`
+ * (core NATS). Every worker and every control-plane replica folds the same
+ * feed into the same health view, so no replica holds state of its own.
+ */
+export interface RouteOutcome {
+  provider: string;
+  model: string;
+  workerId: string;
+  kind: OutcomeKind;
+  /** FIRST_TOKEN: time from the request to the first token. */
+  ttftMs: number;
+  /** RATE_LIMITED: the provider's Retry-After. */
+  retryAfterMs: number;
+  /** SUCCEEDED / FAILED: tokens used (input + output), for token budgets. */
+  tokens: number;
+  errorCode: string;
+  atMs: number;
+  /** The worker's in-flight requests on this route after this outcome. */
+  workerInFlight: number;
 }
 
 function createBaseWatchRoutingRequest(): WatchRoutingRequest {
@@ -633,6 +828,9 @@ function createBaseProviderSpec(): ProviderSpec {
     retries: undefined,
     failOnMalformedChunk: false,
     continueFinalMessage: false,
+    requestsPerMinute: 0,
+    tokensPerMinute: 0,
+    circuit: undefined,
   };
 }
 
@@ -670,6 +868,15 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     }
     if (message.continueFinalMessage !== false) {
       writer.uint32(88).bool(message.continueFinalMessage);
+    }
+    if (message.requestsPerMinute !== 0) {
+      writer.uint32(96).uint32(message.requestsPerMinute);
+    }
+    if (message.tokensPerMinute !== 0) {
+      writer.uint32(104).uint32(message.tokensPerMinute);
+    }
+    if (message.circuit !== undefined) {
+      CircuitSpec.encode(message.circuit, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -778,6 +985,30 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
             message.continueFinalMessage = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.requestsPerMinute = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.tokensPerMinute = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.circuit = CircuitSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -836,6 +1067,17 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
         : isSet(object.continue_final_message)
         ? globalThis.Boolean(object.continue_final_message)
         : false,
+      requestsPerMinute: isSet(object.requestsPerMinute)
+        ? globalThis.Number(object.requestsPerMinute)
+        : isSet(object.requests_per_minute)
+        ? globalThis.Number(object.requests_per_minute)
+        : 0,
+      tokensPerMinute: isSet(object.tokensPerMinute)
+        ? globalThis.Number(object.tokensPerMinute)
+        : isSet(object.tokens_per_minute)
+        ? globalThis.Number(object.tokens_per_minute)
+        : 0,
+      circuit: isSet(object.circuit) ? CircuitSpec.fromJSON(object.circuit) : undefined,
     };
   },
 
@@ -880,6 +1122,15 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     if (message.continueFinalMessage !== false) {
       obj.continueFinalMessage = message.continueFinalMessage;
     }
+    if (message.requestsPerMinute !== 0) {
+      obj.requestsPerMinute = Math.round(message.requestsPerMinute);
+    }
+    if (message.tokensPerMinute !== 0) {
+      obj.tokensPerMinute = Math.round(message.tokensPerMinute);
+    }
+    if (message.circuit !== undefined) {
+      obj.circuit = CircuitSpec.toJSON(message.circuit);
+    }
     return obj;
   },
 
@@ -911,6 +1162,11 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
       : undefined;
     message.failOnMalformedChunk = object.failOnMalformedChunk ?? false;
     message.continueFinalMessage = object.continueFinalMessage ?? false;
+    message.requestsPerMinute = object.requestsPerMinute ?? 0;
+    message.tokensPerMinute = object.tokensPerMinute ?? 0;
+    message.circuit = (object.circuit !== undefined && object.circuit !== null)
+      ? CircuitSpec.fromPartial(object.circuit)
+      : undefined;
     return message;
   },
 };
@@ -996,6 +1252,99 @@ export const ProviderSpec_HeadersEntry: MessageFns<ProviderSpec_HeadersEntry> = 
     const message = createBaseProviderSpec_HeadersEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseCircuitSpec(): CircuitSpec {
+  return { failureThreshold: 0, probeIntervalMs: 0 };
+}
+
+export const CircuitSpec: MessageFns<CircuitSpec> = {
+  encode(message: CircuitSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.failureThreshold !== 0) {
+      writer.uint32(8).uint32(message.failureThreshold);
+    }
+    if (message.probeIntervalMs !== 0) {
+      writer.uint32(16).uint32(message.probeIntervalMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CircuitSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCircuitSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.failureThreshold = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.probeIntervalMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CircuitSpec {
+    return {
+      failureThreshold: isSet(object.failureThreshold)
+        ? globalThis.Number(object.failureThreshold)
+        : isSet(object.failure_threshold)
+        ? globalThis.Number(object.failure_threshold)
+        : 0,
+      probeIntervalMs: isSet(object.probeIntervalMs)
+        ? globalThis.Number(object.probeIntervalMs)
+        : isSet(object.probe_interval_ms)
+        ? globalThis.Number(object.probe_interval_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: CircuitSpec): unknown {
+    const obj: any = {};
+    if (message.failureThreshold !== 0) {
+      obj.failureThreshold = Math.round(message.failureThreshold);
+    }
+    if (message.probeIntervalMs !== 0) {
+      obj.probeIntervalMs = Math.round(message.probeIntervalMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CircuitSpec>): CircuitSpec {
+    return CircuitSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CircuitSpec>): CircuitSpec {
+    const message = createBaseCircuitSpec();
+    message.failureThreshold = object.failureThreshold ?? 0;
+    message.probeIntervalMs = object.probeIntervalMs ?? 0;
     return message;
   },
 };
@@ -1267,7 +1616,16 @@ export const ProviderTimeouts: MessageFns<ProviderTimeouts> = {
 };
 
 function createBaseModelSpec(): ModelSpec {
-  return { name: "", routes: [] };
+  return {
+    name: "",
+    routes: [],
+    strategy: "",
+    afterFirstToken: "",
+    hedgeAfterMs: 0,
+    failoverOnContentPolicy: false,
+    maxRoutes: 0,
+    failoverBudgetMs: 0,
+  };
 }
 
 export const ModelSpec: MessageFns<ModelSpec> = {
@@ -1277,6 +1635,24 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     }
     for (const v of message.routes) {
       RouteSpec.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.strategy !== "") {
+      writer.uint32(26).string(message.strategy);
+    }
+    if (message.afterFirstToken !== "") {
+      writer.uint32(34).string(message.afterFirstToken);
+    }
+    if (message.hedgeAfterMs !== 0) {
+      writer.uint32(40).uint32(message.hedgeAfterMs);
+    }
+    if (message.failoverOnContentPolicy !== false) {
+      writer.uint32(48).bool(message.failoverOnContentPolicy);
+    }
+    if (message.maxRoutes !== 0) {
+      writer.uint32(56).uint32(message.maxRoutes);
+    }
+    if (message.failoverBudgetMs !== 0) {
+      writer.uint32(64).uint32(message.failoverBudgetMs);
     }
     return writer;
   },
@@ -1310,6 +1686,54 @@ export const ModelSpec: MessageFns<ModelSpec> = {
             message.routes.push(RouteSpec.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.strategy = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.afterFirstToken = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.hedgeAfterMs = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.failoverOnContentPolicy = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxRoutes = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.failoverBudgetMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1326,6 +1750,32 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       routes: globalThis.Array.isArray(object?.routes) ? object.routes.map((e: any) => RouteSpec.fromJSON(e)) : [],
+      strategy: isSet(object.strategy) ? globalThis.String(object.strategy) : "",
+      afterFirstToken: isSet(object.afterFirstToken)
+        ? globalThis.String(object.afterFirstToken)
+        : isSet(object.after_first_token)
+        ? globalThis.String(object.after_first_token)
+        : "",
+      hedgeAfterMs: isSet(object.hedgeAfterMs)
+        ? globalThis.Number(object.hedgeAfterMs)
+        : isSet(object.hedge_after_ms)
+        ? globalThis.Number(object.hedge_after_ms)
+        : 0,
+      failoverOnContentPolicy: isSet(object.failoverOnContentPolicy)
+        ? globalThis.Boolean(object.failoverOnContentPolicy)
+        : isSet(object.failover_on_content_policy)
+        ? globalThis.Boolean(object.failover_on_content_policy)
+        : false,
+      maxRoutes: isSet(object.maxRoutes)
+        ? globalThis.Number(object.maxRoutes)
+        : isSet(object.max_routes)
+        ? globalThis.Number(object.max_routes)
+        : 0,
+      failoverBudgetMs: isSet(object.failoverBudgetMs)
+        ? globalThis.Number(object.failoverBudgetMs)
+        : isSet(object.failover_budget_ms)
+        ? globalThis.Number(object.failover_budget_ms)
+        : 0,
     };
   },
 
@@ -1337,6 +1787,24 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     if (message.routes?.length) {
       obj.routes = message.routes.map((e) => RouteSpec.toJSON(e));
     }
+    if (message.strategy !== "") {
+      obj.strategy = message.strategy;
+    }
+    if (message.afterFirstToken !== "") {
+      obj.afterFirstToken = message.afterFirstToken;
+    }
+    if (message.hedgeAfterMs !== 0) {
+      obj.hedgeAfterMs = Math.round(message.hedgeAfterMs);
+    }
+    if (message.failoverOnContentPolicy !== false) {
+      obj.failoverOnContentPolicy = message.failoverOnContentPolicy;
+    }
+    if (message.maxRoutes !== 0) {
+      obj.maxRoutes = Math.round(message.maxRoutes);
+    }
+    if (message.failoverBudgetMs !== 0) {
+      obj.failoverBudgetMs = Math.round(message.failoverBudgetMs);
+    }
     return obj;
   },
 
@@ -1347,12 +1815,26 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     const message = createBaseModelSpec();
     message.name = object.name ?? "";
     message.routes = object.routes?.map((e) => RouteSpec.fromPartial(e)) || [];
+    message.strategy = object.strategy ?? "";
+    message.afterFirstToken = object.afterFirstToken ?? "";
+    message.hedgeAfterMs = object.hedgeAfterMs ?? 0;
+    message.failoverOnContentPolicy = object.failoverOnContentPolicy ?? false;
+    message.maxRoutes = object.maxRoutes ?? 0;
+    message.failoverBudgetMs = object.failoverBudgetMs ?? 0;
     return message;
   },
 };
 
 function createBaseRouteSpec(): RouteSpec {
-  return { provider: "", model: "", weight: 0, priority: 0, timeouts: undefined };
+  return {
+    provider: "",
+    model: "",
+    weight: 0,
+    priority: 0,
+    timeouts: undefined,
+    acceptsPrefill: false,
+    contextWindow: 0,
+  };
 }
 
 export const RouteSpec: MessageFns<RouteSpec> = {
@@ -1371,6 +1853,12 @@ export const RouteSpec: MessageFns<RouteSpec> = {
     }
     if (message.timeouts !== undefined) {
       ProviderTimeouts.encode(message.timeouts, writer.uint32(42).fork()).join();
+    }
+    if (message.acceptsPrefill !== false) {
+      writer.uint32(48).bool(message.acceptsPrefill);
+    }
+    if (message.contextWindow !== 0) {
+      writer.uint32(56).uint32(message.contextWindow);
     }
     return writer;
   },
@@ -1428,6 +1916,22 @@ export const RouteSpec: MessageFns<RouteSpec> = {
             message.timeouts = ProviderTimeouts.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.acceptsPrefill = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.contextWindow = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1447,6 +1951,16 @@ export const RouteSpec: MessageFns<RouteSpec> = {
       weight: isSet(object.weight) ? globalThis.Number(object.weight) : 0,
       priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
       timeouts: isSet(object.timeouts) ? ProviderTimeouts.fromJSON(object.timeouts) : undefined,
+      acceptsPrefill: isSet(object.acceptsPrefill)
+        ? globalThis.Boolean(object.acceptsPrefill)
+        : isSet(object.accepts_prefill)
+        ? globalThis.Boolean(object.accepts_prefill)
+        : false,
+      contextWindow: isSet(object.contextWindow)
+        ? globalThis.Number(object.contextWindow)
+        : isSet(object.context_window)
+        ? globalThis.Number(object.context_window)
+        : 0,
     };
   },
 
@@ -1467,6 +1981,12 @@ export const RouteSpec: MessageFns<RouteSpec> = {
     if (message.timeouts !== undefined) {
       obj.timeouts = ProviderTimeouts.toJSON(message.timeouts);
     }
+    if (message.acceptsPrefill !== false) {
+      obj.acceptsPrefill = message.acceptsPrefill;
+    }
+    if (message.contextWindow !== 0) {
+      obj.contextWindow = Math.round(message.contextWindow);
+    }
     return obj;
   },
 
@@ -1482,6 +2002,8 @@ export const RouteSpec: MessageFns<RouteSpec> = {
     message.timeouts = (object.timeouts !== undefined && object.timeouts !== null)
       ? ProviderTimeouts.fromPartial(object.timeouts)
       : undefined;
+    message.acceptsPrefill = object.acceptsPrefill ?? false;
+    message.contextWindow = object.contextWindow ?? 0;
     return message;
   },
 };
@@ -2915,7 +3437,7 @@ export const GetProviderStatusRequest: MessageFns<GetProviderStatusRequest> = {
 };
 
 function createBaseGetProviderStatusResponse(): GetProviderStatusResponse {
-  return { providers: [], workers: [], routingVersion: 0 };
+  return { providers: [], workers: [], routingVersion: 0, routes: [] };
 }
 
 export const GetProviderStatusResponse: MessageFns<GetProviderStatusResponse> = {
@@ -2928,6 +3450,9 @@ export const GetProviderStatusResponse: MessageFns<GetProviderStatusResponse> = 
     }
     if (message.routingVersion !== 0) {
       writer.uint32(24).uint64(message.routingVersion);
+    }
+    for (const v of message.routes) {
+      RouteStatus.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -2969,6 +3494,14 @@ export const GetProviderStatusResponse: MessageFns<GetProviderStatusResponse> = 
             message.routingVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.routes.push(RouteStatus.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2994,6 +3527,7 @@ export const GetProviderStatusResponse: MessageFns<GetProviderStatusResponse> = 
         : isSet(object.routing_version)
         ? globalThis.Number(object.routing_version)
         : 0,
+      routes: globalThis.Array.isArray(object?.routes) ? object.routes.map((e: any) => RouteStatus.fromJSON(e)) : [],
     };
   },
 
@@ -3008,6 +3542,9 @@ export const GetProviderStatusResponse: MessageFns<GetProviderStatusResponse> = 
     if (message.routingVersion !== 0) {
       obj.routingVersion = Math.round(message.routingVersion);
     }
+    if (message.routes?.length) {
+      obj.routes = message.routes.map((e) => RouteStatus.toJSON(e));
+    }
     return obj;
   },
 
@@ -3019,6 +3556,7 @@ export const GetProviderStatusResponse: MessageFns<GetProviderStatusResponse> = 
     message.providers = object.providers?.map((e) => ProviderStatus.fromPartial(e)) || [];
     message.workers = object.workers?.map((e) => WorkerStatus.fromPartial(e)) || [];
     message.routingVersion = object.routingVersion ?? 0;
+    message.routes = object.routes?.map((e) => RouteStatus.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3289,6 +3827,625 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
   },
 };
 
+function createBaseRouteStatus(): RouteStatus {
+  return {
+    provider: "",
+    model: "",
+    circuit: 0,
+    errorRate: 0,
+    ttftMs: 0,
+    inFlight: 0,
+    cooldownUntilMs: 0,
+    requestsLastMinute: 0,
+    tokensLastMinute: 0,
+  };
+}
+
+export const RouteStatus: MessageFns<RouteStatus> = {
+  encode(message: RouteStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.provider !== "") {
+      writer.uint32(10).string(message.provider);
+    }
+    if (message.model !== "") {
+      writer.uint32(18).string(message.model);
+    }
+    if (message.circuit !== 0) {
+      writer.uint32(24).int32(message.circuit);
+    }
+    if (message.errorRate !== 0) {
+      writer.uint32(33).double(message.errorRate);
+    }
+    if (message.ttftMs !== 0) {
+      writer.uint32(41).double(message.ttftMs);
+    }
+    if (message.inFlight !== 0) {
+      writer.uint32(48).uint32(message.inFlight);
+    }
+    if (message.cooldownUntilMs !== 0) {
+      writer.uint32(56).int64(message.cooldownUntilMs);
+    }
+    if (message.requestsLastMinute !== 0) {
+      writer.uint32(64).uint32(message.requestsLastMinute);
+    }
+    if (message.tokensLastMinute !== 0) {
+      writer.uint32(72).uint32(message.tokensLastMinute);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RouteStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRouteStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.circuit = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.errorRate = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.ttftMs = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.inFlight = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.cooldownUntilMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.requestsLastMinute = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.tokensLastMinute = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RouteStatus {
+    return {
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      circuit: isSet(object.circuit) ? circuitStateFromJSON(object.circuit) : 0,
+      errorRate: isSet(object.errorRate)
+        ? globalThis.Number(object.errorRate)
+        : isSet(object.error_rate)
+        ? globalThis.Number(object.error_rate)
+        : 0,
+      ttftMs: isSet(object.ttftMs)
+        ? globalThis.Number(object.ttftMs)
+        : isSet(object.ttft_ms)
+        ? globalThis.Number(object.ttft_ms)
+        : 0,
+      inFlight: isSet(object.inFlight)
+        ? globalThis.Number(object.inFlight)
+        : isSet(object.in_flight)
+        ? globalThis.Number(object.in_flight)
+        : 0,
+      cooldownUntilMs: isSet(object.cooldownUntilMs)
+        ? globalThis.Number(object.cooldownUntilMs)
+        : isSet(object.cooldown_until_ms)
+        ? globalThis.Number(object.cooldown_until_ms)
+        : 0,
+      requestsLastMinute: isSet(object.requestsLastMinute)
+        ? globalThis.Number(object.requestsLastMinute)
+        : isSet(object.requests_last_minute)
+        ? globalThis.Number(object.requests_last_minute)
+        : 0,
+      tokensLastMinute: isSet(object.tokensLastMinute)
+        ? globalThis.Number(object.tokensLastMinute)
+        : isSet(object.tokens_last_minute)
+        ? globalThis.Number(object.tokens_last_minute)
+        : 0,
+    };
+  },
+
+  toJSON(message: RouteStatus): unknown {
+    const obj: any = {};
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.circuit !== 0) {
+      obj.circuit = circuitStateToJSON(message.circuit);
+    }
+    if (message.errorRate !== 0) {
+      obj.errorRate = floatToJson(message.errorRate);
+    }
+    if (message.ttftMs !== 0) {
+      obj.ttftMs = floatToJson(message.ttftMs);
+    }
+    if (message.inFlight !== 0) {
+      obj.inFlight = Math.round(message.inFlight);
+    }
+    if (message.cooldownUntilMs !== 0) {
+      obj.cooldownUntilMs = Math.round(message.cooldownUntilMs);
+    }
+    if (message.requestsLastMinute !== 0) {
+      obj.requestsLastMinute = Math.round(message.requestsLastMinute);
+    }
+    if (message.tokensLastMinute !== 0) {
+      obj.tokensLastMinute = Math.round(message.tokensLastMinute);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RouteStatus>): RouteStatus {
+    return RouteStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RouteStatus>): RouteStatus {
+    const message = createBaseRouteStatus();
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    message.circuit = object.circuit ?? 0;
+    message.errorRate = object.errorRate ?? 0;
+    message.ttftMs = object.ttftMs ?? 0;
+    message.inFlight = object.inFlight ?? 0;
+    message.cooldownUntilMs = object.cooldownUntilMs ?? 0;
+    message.requestsLastMinute = object.requestsLastMinute ?? 0;
+    message.tokensLastMinute = object.tokensLastMinute ?? 0;
+    return message;
+  },
+};
+
+function createBaseDrainWorkerRequest(): DrainWorkerRequest {
+  return { workerId: "" };
+}
+
+export const DrainWorkerRequest: MessageFns<DrainWorkerRequest> = {
+  encode(message: DrainWorkerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainWorkerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainWorkerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainWorkerRequest {
+    return {
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DrainWorkerRequest): unknown {
+    const obj: any = {};
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainWorkerRequest>): DrainWorkerRequest {
+    return DrainWorkerRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainWorkerRequest>): DrainWorkerRequest {
+    const message = createBaseDrainWorkerRequest();
+    message.workerId = object.workerId ?? "";
+    return message;
+  },
+};
+
+function createBaseDrainWorkerResponse(): DrainWorkerResponse {
+  return { found: false };
+}
+
+export const DrainWorkerResponse: MessageFns<DrainWorkerResponse> = {
+  encode(message: DrainWorkerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.found !== false) {
+      writer.uint32(8).bool(message.found);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainWorkerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainWorkerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.found = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainWorkerResponse {
+    return { found: isSet(object.found) ? globalThis.Boolean(object.found) : false };
+  },
+
+  toJSON(message: DrainWorkerResponse): unknown {
+    const obj: any = {};
+    if (message.found !== false) {
+      obj.found = message.found;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainWorkerResponse>): DrainWorkerResponse {
+    return DrainWorkerResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainWorkerResponse>): DrainWorkerResponse {
+    const message = createBaseDrainWorkerResponse();
+    message.found = object.found ?? false;
+    return message;
+  },
+};
+
+function createBaseRouteOutcome(): RouteOutcome {
+  return {
+    provider: "",
+    model: "",
+    workerId: "",
+    kind: 0,
+    ttftMs: 0,
+    retryAfterMs: 0,
+    tokens: 0,
+    errorCode: "",
+    atMs: 0,
+    workerInFlight: 0,
+  };
+}
+
+export const RouteOutcome: MessageFns<RouteOutcome> = {
+  encode(message: RouteOutcome, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.provider !== "") {
+      writer.uint32(10).string(message.provider);
+    }
+    if (message.model !== "") {
+      writer.uint32(18).string(message.model);
+    }
+    if (message.workerId !== "") {
+      writer.uint32(26).string(message.workerId);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(32).int32(message.kind);
+    }
+    if (message.ttftMs !== 0) {
+      writer.uint32(40).uint32(message.ttftMs);
+    }
+    if (message.retryAfterMs !== 0) {
+      writer.uint32(48).uint32(message.retryAfterMs);
+    }
+    if (message.tokens !== 0) {
+      writer.uint32(56).uint32(message.tokens);
+    }
+    if (message.errorCode !== "") {
+      writer.uint32(66).string(message.errorCode);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(72).int64(message.atMs);
+    }
+    if (message.workerInFlight !== 0) {
+      writer.uint32(80).uint32(message.workerInFlight);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RouteOutcome {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRouteOutcome();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.ttftMs = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.retryAfterMs = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.tokens = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.workerInFlight = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RouteOutcome {
+    return {
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+      kind: isSet(object.kind) ? outcomeKindFromJSON(object.kind) : 0,
+      ttftMs: isSet(object.ttftMs)
+        ? globalThis.Number(object.ttftMs)
+        : isSet(object.ttft_ms)
+        ? globalThis.Number(object.ttft_ms)
+        : 0,
+      retryAfterMs: isSet(object.retryAfterMs)
+        ? globalThis.Number(object.retryAfterMs)
+        : isSet(object.retry_after_ms)
+        ? globalThis.Number(object.retry_after_ms)
+        : 0,
+      tokens: isSet(object.tokens) ? globalThis.Number(object.tokens) : 0,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.String(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.String(object.error_code)
+        : "",
+      atMs: isSet(object.atMs)
+        ? globalThis.Number(object.atMs)
+        : isSet(object.at_ms)
+        ? globalThis.Number(object.at_ms)
+        : 0,
+      workerInFlight: isSet(object.workerInFlight)
+        ? globalThis.Number(object.workerInFlight)
+        : isSet(object.worker_in_flight)
+        ? globalThis.Number(object.worker_in_flight)
+        : 0,
+    };
+  },
+
+  toJSON(message: RouteOutcome): unknown {
+    const obj: any = {};
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    if (message.kind !== 0) {
+      obj.kind = outcomeKindToJSON(message.kind);
+    }
+    if (message.ttftMs !== 0) {
+      obj.ttftMs = Math.round(message.ttftMs);
+    }
+    if (message.retryAfterMs !== 0) {
+      obj.retryAfterMs = Math.round(message.retryAfterMs);
+    }
+    if (message.tokens !== 0) {
+      obj.tokens = Math.round(message.tokens);
+    }
+    if (message.errorCode !== "") {
+      obj.errorCode = message.errorCode;
+    }
+    if (message.atMs !== 0) {
+      obj.atMs = Math.round(message.atMs);
+    }
+    if (message.workerInFlight !== 0) {
+      obj.workerInFlight = Math.round(message.workerInFlight);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RouteOutcome>): RouteOutcome {
+    return RouteOutcome.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RouteOutcome>): RouteOutcome {
+    const message = createBaseRouteOutcome();
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    message.workerId = object.workerId ?? "";
+    message.kind = object.kind ?? 0;
+    message.ttftMs = object.ttftMs ?? 0;
+    message.retryAfterMs = object.retryAfterMs ?? 0;
+    message.tokens = object.tokens ?? 0;
+    message.errorCode = object.errorCode ?? "";
+    message.atMs = object.atMs ?? 0;
+    message.workerInFlight = object.workerInFlight ?? 0;
+    return message;
+  },
+};
+
 /** Pushes the routing state to the data plane, xDS-style. */
 export type RoutingServiceService = typeof RoutingServiceService;
 export const RoutingServiceService = {
@@ -3427,6 +4584,16 @@ export const StreamAdminServiceService = {
       Buffer.from(GetProviderStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetProviderStatusResponse => GetProviderStatusResponse.decode(value),
   },
+  /** Asks a worker to stop taking jobs and finish its streams. */
+  drainWorker: {
+    path: "/runnel.v1.StreamAdminService/DrainWorker" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DrainWorkerRequest): Buffer => Buffer.from(DrainWorkerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainWorkerRequest => DrainWorkerRequest.decode(value),
+    responseSerialize: (value: DrainWorkerResponse): Buffer => Buffer.from(DrainWorkerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainWorkerResponse => DrainWorkerResponse.decode(value),
+  },
 } as const;
 
 export interface StreamAdminServiceServer extends UntypedServiceImplementation {
@@ -3438,6 +4605,8 @@ export interface StreamAdminServiceServer extends UntypedServiceImplementation {
   listStreams: handleUnaryCall<ListStreamsRequest, ListStreamsResponse>;
   getStream: handleUnaryCall<GetStreamRequest, GetStreamResponse>;
   getProviderStatus: handleUnaryCall<GetProviderStatusRequest, GetProviderStatusResponse>;
+  /** Asks a worker to stop taking jobs and finish its streams. */
+  drainWorker: handleUnaryCall<DrainWorkerRequest, DrainWorkerResponse>;
 }
 
 export interface StreamAdminServiceClient extends Client {
@@ -3505,6 +4674,22 @@ export interface StreamAdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetProviderStatusResponse) => void,
   ): ClientUnaryCall;
+  /** Asks a worker to stop taking jobs and finish its streams. */
+  drainWorker(
+    request: DrainWorkerRequest,
+    callback: (error: ServiceError | null, response: DrainWorkerResponse) => void,
+  ): ClientUnaryCall;
+  drainWorker(
+    request: DrainWorkerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DrainWorkerResponse) => void,
+  ): ClientUnaryCall;
+  drainWorker(
+    request: DrainWorkerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DrainWorkerResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const StreamAdminServiceClient = makeGenericClientConstructor(
@@ -3515,6 +4700,10 @@ export const StreamAdminServiceClient = makeGenericClientConstructor(
   service: typeof StreamAdminServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -63,6 +63,62 @@ export function finishReasonToJSON(object: FinishReason): string {
   }
 }
 
+/** How the stream changed routes. */
+export enum FailoverMode {
+  FAILOVER_MODE_UNSPECIFIED = 0,
+  /** FAILOVER_MODE_NEXT_ROUTE - Before the first token: the next route answers; the client has nothing to discard. */
+  FAILOVER_MODE_NEXT_ROUTE = 1,
+  /** FAILOVER_MODE_RESTART - After the first token: discard everything received so far; a complete answer follows. */
+  FAILOVER_MODE_RESTART = 2,
+  /** FAILOVER_MODE_CONTINUE - After the first token: the next route continues the partial answer; keep it. */
+  FAILOVER_MODE_CONTINUE = 3,
+  /** FAILOVER_MODE_HEDGE - A hedged request: the next route was started too and answered first. */
+  FAILOVER_MODE_HEDGE = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function failoverModeFromJSON(object: any): FailoverMode {
+  switch (object) {
+    case 0:
+    case "FAILOVER_MODE_UNSPECIFIED":
+      return FailoverMode.FAILOVER_MODE_UNSPECIFIED;
+    case 1:
+    case "FAILOVER_MODE_NEXT_ROUTE":
+      return FailoverMode.FAILOVER_MODE_NEXT_ROUTE;
+    case 2:
+    case "FAILOVER_MODE_RESTART":
+      return FailoverMode.FAILOVER_MODE_RESTART;
+    case 3:
+    case "FAILOVER_MODE_CONTINUE":
+      return FailoverMode.FAILOVER_MODE_CONTINUE;
+    case 4:
+    case "FAILOVER_MODE_HEDGE":
+      return FailoverMode.FAILOVER_MODE_HEDGE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FailoverMode.UNRECOGNIZED;
+  }
+}
+
+export function failoverModeToJSON(object: FailoverMode): string {
+  switch (object) {
+    case FailoverMode.FAILOVER_MODE_UNSPECIFIED:
+      return "FAILOVER_MODE_UNSPECIFIED";
+    case FailoverMode.FAILOVER_MODE_NEXT_ROUTE:
+      return "FAILOVER_MODE_NEXT_ROUTE";
+    case FailoverMode.FAILOVER_MODE_RESTART:
+      return "FAILOVER_MODE_RESTART";
+    case FailoverMode.FAILOVER_MODE_CONTINUE:
+      return "FAILOVER_MODE_CONTINUE";
+    case FailoverMode.FAILOVER_MODE_HEDGE:
+      return "FAILOVER_MODE_HEDGE";
+    case FailoverMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A chat request normalised away from any one provider's wire format. */
 export interface ChatRequest {
   messages: ChatMessage[];
@@ -146,6 +202,11 @@ export interface Job {
    * only that key (or the stream's resume token) may read or cancel it.
    */
   keyId: string;
+  /**
+   * Keeps a conversation on the same route under the `affinity` strategy (a
+   * session id from the client, or a hash of the prompt's prefix).
+   */
+  affinityKey: string;
 }
 
 export interface Job_TraceContextEntry {
@@ -160,6 +221,12 @@ export interface Job_TraceContextEntry {
 export interface StreamEvent {
   streamId: string;
   seq: number;
+  /**
+   * The ownership epoch of the worker that wrote this event. A worker that
+   * takes over a stream writes with a higher epoch; readers drop events of a
+   * lower epoch once they saw a higher one (fencing a worker that comes back late).
+   */
+  epoch: number;
   event:
     | { $case: "started"; value: Started }
     | { $case: "textDelta"; value: TextDelta }
@@ -168,6 +235,7 @@ export interface StreamEvent {
     | { $case: "usage"; value: Usage }
     | { $case: "done"; value: Done }
     | { $case: "error"; value: StreamError }
+    | { $case: "failover"; value: Failover }
     | undefined;
 }
 
@@ -218,6 +286,20 @@ export interface StreamError {
   retryable: boolean;
   /** The HTTP status the error maps to, when it happens before the first byte. */
   httpStatus: number;
+}
+
+/** The stream switched routes (failover, hedge win, or a takeover of a lost worker's stream). */
+export interface Failover {
+  mode: FailoverMode;
+  from: Route | undefined;
+  to:
+    | Route
+    | undefined;
+  /** The RUNNEL_ERR_* code of the failure that caused the switch. */
+  reasonCode: string;
+  reason: string;
+  /** True when another worker took the stream over from a lost one. */
+  takeover: boolean;
 }
 
 function createBaseChatRequest(): ChatRequest {
@@ -1092,6 +1174,7 @@ function createBaseJob(): Job {
     routingVersion: 0,
     traceContext: {},
     keyId: "",
+    affinityKey: "",
   };
 }
 
@@ -1120,6 +1203,9 @@ export const Job: MessageFns<Job> = {
     });
     if (message.keyId !== "") {
       writer.uint32(66).string(message.keyId);
+    }
+    if (message.affinityKey !== "") {
+      writer.uint32(74).string(message.affinityKey);
     }
     return writer;
   },
@@ -1204,6 +1290,14 @@ export const Job: MessageFns<Job> = {
             message.keyId = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.affinityKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1268,6 +1362,11 @@ export const Job: MessageFns<Job> = {
         : isSet(object.key_id)
         ? globalThis.String(object.key_id)
         : "",
+      affinityKey: isSet(object.affinityKey)
+        ? globalThis.String(object.affinityKey)
+        : isSet(object.affinity_key)
+        ? globalThis.String(object.affinity_key)
+        : "",
     };
   },
 
@@ -1303,6 +1402,9 @@ export const Job: MessageFns<Job> = {
     if (message.keyId !== "") {
       obj.keyId = message.keyId;
     }
+    if (message.affinityKey !== "") {
+      obj.affinityKey = message.affinityKey;
+    }
     return obj;
   },
 
@@ -1329,6 +1431,7 @@ export const Job: MessageFns<Job> = {
       {},
     );
     message.keyId = object.keyId ?? "";
+    message.affinityKey = object.affinityKey ?? "";
     return message;
   },
 };
@@ -1419,7 +1522,7 @@ export const Job_TraceContextEntry: MessageFns<Job_TraceContextEntry> = {
 };
 
 function createBaseStreamEvent(): StreamEvent {
-  return { streamId: "", seq: 0, event: undefined };
+  return { streamId: "", seq: 0, epoch: 0, event: undefined };
 }
 
 export const StreamEvent: MessageFns<StreamEvent> = {
@@ -1429,6 +1532,9 @@ export const StreamEvent: MessageFns<StreamEvent> = {
     }
     if (message.seq !== 0) {
       writer.uint32(16).uint64(message.seq);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint32(message.epoch);
     }
     switch (message.event?.$case) {
       case "started":
@@ -1451,6 +1557,9 @@ export const StreamEvent: MessageFns<StreamEvent> = {
         break;
       case "error":
         StreamError.encode(message.event.value, writer.uint32(130).fork()).join();
+        break;
+      case "failover":
+        Failover.encode(message.event.value, writer.uint32(138).fork()).join();
         break;
     }
     return writer;
@@ -1483,6 +1592,14 @@ export const StreamEvent: MessageFns<StreamEvent> = {
             }
 
             message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = reader.uint32();
             continue;
           }
           case 10: {
@@ -1541,6 +1658,14 @@ export const StreamEvent: MessageFns<StreamEvent> = {
             message.event = { $case: "error", value: StreamError.decode(reader, reader.uint32()) };
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.event = { $case: "failover", value: Failover.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1561,6 +1686,7 @@ export const StreamEvent: MessageFns<StreamEvent> = {
         ? globalThis.String(object.stream_id)
         : "",
       seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
       event: isSet(object.started)
         ? { $case: "started", value: Started.fromJSON(object.started) }
         : isSet(object.textDelta)
@@ -1581,6 +1707,8 @@ export const StreamEvent: MessageFns<StreamEvent> = {
         ? { $case: "done", value: Done.fromJSON(object.done) }
         : isSet(object.error)
         ? { $case: "error", value: StreamError.fromJSON(object.error) }
+        : isSet(object.failover)
+        ? { $case: "failover", value: Failover.fromJSON(object.failover) }
         : undefined,
     };
   },
@@ -1592,6 +1720,9 @@ export const StreamEvent: MessageFns<StreamEvent> = {
     }
     if (message.seq !== 0) {
       obj.seq = Math.round(message.seq);
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
     }
     if (message.event?.$case === "started") {
       obj.started = Started.toJSON(message.event.value);
@@ -1607,6 +1738,8 @@ export const StreamEvent: MessageFns<StreamEvent> = {
       obj.done = Done.toJSON(message.event.value);
     } else if (message.event?.$case === "error") {
       obj.error = StreamError.toJSON(message.event.value);
+    } else if (message.event?.$case === "failover") {
+      obj.failover = Failover.toJSON(message.event.value);
     }
     return obj;
   },
@@ -1618,6 +1751,7 @@ export const StreamEvent: MessageFns<StreamEvent> = {
     const message = createBaseStreamEvent();
     message.streamId = object.streamId ?? "";
     message.seq = object.seq ?? 0;
+    message.epoch = object.epoch ?? 0;
     switch (object.event?.$case) {
       case "started": {
         if (object.event?.value !== undefined && object.event?.value !== null) {
@@ -1658,6 +1792,12 @@ export const StreamEvent: MessageFns<StreamEvent> = {
       case "error": {
         if (object.event?.value !== undefined && object.event?.value !== null) {
           message.event = { $case: "error", value: StreamError.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "failover": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "failover", value: Failover.fromPartial(object.event.value) };
         }
         break;
       }
@@ -2341,6 +2481,159 @@ export const StreamError: MessageFns<StreamError> = {
     message.message = object.message ?? "";
     message.retryable = object.retryable ?? false;
     message.httpStatus = object.httpStatus ?? 0;
+    return message;
+  },
+};
+
+function createBaseFailover(): Failover {
+  return { mode: 0, from: undefined, to: undefined, reasonCode: "", reason: "", takeover: false };
+}
+
+export const Failover: MessageFns<Failover> = {
+  encode(message: Failover, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mode !== 0) {
+      writer.uint32(8).int32(message.mode);
+    }
+    if (message.from !== undefined) {
+      Route.encode(message.from, writer.uint32(18).fork()).join();
+    }
+    if (message.to !== undefined) {
+      Route.encode(message.to, writer.uint32(26).fork()).join();
+    }
+    if (message.reasonCode !== "") {
+      writer.uint32(34).string(message.reasonCode);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.takeover !== false) {
+      writer.uint32(48).bool(message.takeover);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Failover {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFailover();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.from = Route.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.to = Route.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reasonCode = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.takeover = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Failover {
+    return {
+      mode: isSet(object.mode) ? failoverModeFromJSON(object.mode) : 0,
+      from: isSet(object.from) ? Route.fromJSON(object.from) : undefined,
+      to: isSet(object.to) ? Route.fromJSON(object.to) : undefined,
+      reasonCode: isSet(object.reasonCode)
+        ? globalThis.String(object.reasonCode)
+        : isSet(object.reason_code)
+        ? globalThis.String(object.reason_code)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      takeover: isSet(object.takeover) ? globalThis.Boolean(object.takeover) : false,
+    };
+  },
+
+  toJSON(message: Failover): unknown {
+    const obj: any = {};
+    if (message.mode !== 0) {
+      obj.mode = failoverModeToJSON(message.mode);
+    }
+    if (message.from !== undefined) {
+      obj.from = Route.toJSON(message.from);
+    }
+    if (message.to !== undefined) {
+      obj.to = Route.toJSON(message.to);
+    }
+    if (message.reasonCode !== "") {
+      obj.reasonCode = message.reasonCode;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.takeover !== false) {
+      obj.takeover = message.takeover;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Failover>): Failover {
+    return Failover.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Failover>): Failover {
+    const message = createBaseFailover();
+    message.mode = object.mode ?? 0;
+    message.from = (object.from !== undefined && object.from !== null) ? Route.fromPartial(object.from) : undefined;
+    message.to = (object.to !== undefined && object.to !== null) ? Route.fromPartial(object.to) : undefined;
+    message.reasonCode = object.reasonCode ?? "";
+    message.reason = object.reason ?? "";
+    message.takeover = object.takeover ?? false;
     return message;
   },
 };
