@@ -56,7 +56,47 @@ describe("parseConfig defaults", () => {
     assert.deepEqual(provider.headers, {});
     assert.deepEqual(provider.timeouts, { connect: 10_000, firstToken: 60_000, idle: 60_000, total: 0 });
     assert.equal(provider.maxConnections, 256);
-    assert.deepEqual(config.models, [{ name: "gpt", routes: [{ provider: "openai", model: "gpt-4o-mini", weight: 1, priority: 0 }] }]);
+    assert.deepEqual(provider.limits, {});
+    assert.deepEqual(provider.circuit, { failureThreshold: 5, probeInterval: 10_000 });
+    assert.deepEqual(config.models, [
+      {
+        name: "gpt",
+        routes: [{ provider: "openai", model: "gpt-4o-mini", weight: 1, priority: 0, acceptsPrefill: false }],
+        strategy: "weighted",
+        afterFirstToken: "error",
+        failover: { maxRoutes: 3, budget: 30_000, onContentPolicy: false },
+      },
+    ]);
+  });
+
+  test("routing settings: strategy, policies, hedging, failover limits, prefill, context window, budgets and circuits", () => {
+    const config = parseConfig(
+      `providers:
+  - name: a
+    type: openai
+    baseUrl: http://a/v1
+    limits: { requestsPerMinute: 60, tokensPerMinute: 1000 }
+    circuit: { failureThreshold: 2, probeInterval: 500ms }
+models:
+  - name: m
+    strategy: affinity
+    afterFirstToken: continue
+    hedgeAfter: 250ms
+    failover: { maxRoutes: 2, budget: 5s, onContentPolicy: true }
+    routes:
+      - { provider: a, model: x, acceptsPrefill: true, contextWindow: 8192 }
+`,
+      {},
+    );
+    assert.deepEqual(config.providers[0]?.limits, { requestsPerMinute: 60, tokensPerMinute: 1000 });
+    assert.deepEqual(config.providers[0]?.circuit, { failureThreshold: 2, probeInterval: 500 });
+    const model = config.models[0];
+    assert.equal(model?.strategy, "affinity");
+    assert.equal(model?.afterFirstToken, "continue");
+    assert.equal(model?.hedgeAfter, 250);
+    assert.deepEqual(model?.failover, { maxRoutes: 2, budget: 5_000, onContentPolicy: true });
+    assert.deepEqual(model?.routes[0], { provider: "a", model: "x", weight: 1, priority: 0, acceptsPrefill: true, contextWindow: 8192 });
+    assertConfigError(() => parseConfig(`${MINIMAL.replace("- name: gpt", "- name: gpt\n    strategy: fastest")}`, {}), "strategy");
   });
 
   test("the bus, worker and ingress sections default when absent", () => {
@@ -75,6 +115,7 @@ describe("parseConfig defaults", () => {
       maxClientBufferBytes: 1024 * 1024,
       bodyLimitBytes: 8 * 1024 * 1024,
       detachGrace: 3_000,
+      drainTimeout: 10_000,
       readerBufferEvents: 256,
       stuckClientTimeout: 300_000,
     });
@@ -299,7 +340,7 @@ describe("loadConfig", () => {
       config.models.map((m) => m.name),
       ["mock"],
     );
-    assert.deepEqual(config.models[0]?.routes, [{ provider: "mock", model: "mock", weight: 1, priority: 0 }]);
+    assert.deepEqual(config.models[0]?.routes, [{ provider: "mock", model: "mock", weight: 1, priority: 0, acceptsPrefill: false }]);
     assert.equal(config.providers.length, 1);
     assert.equal(config.providers[0]?.name, "mock");
     assert.equal(config.providers[0]?.type, "mock");

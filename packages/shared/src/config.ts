@@ -192,6 +192,12 @@ const ingress = z
      * this long, so it can resume; then the provider request is aborted. 0: at once.
      */
     detachGrace: duration.default(3_000),
+    /**
+     * On SIGTERM, after SHUTDOWN_DELAY_MS, how long open streams may take to
+     * finish here before the rest are handed to the client to resume on another
+     * replica (an SSE reconnect hint, WebSocket close 1012).
+     */
+    drainTimeout: duration.default(10_000),
     /** Events a reader keeps in memory while its client is behind; past it, it catches up from the log. */
     readerBufferEvents: z.number().int().positive().max(65_536).default(256),
     /** A client that reads nothing at all for this long while events wait is cut off. */
@@ -372,9 +378,33 @@ export const SettingsSchema = z.object({
   WORKER_CONCURRENCY: z.coerce.number().int().positive().optional(),
   /** Grace between failing readiness and closing listeners on SIGTERM. */
   SHUTDOWN_DELAY_MS: z.coerce.number().int().nonnegative().default(0),
+  /**
+   * OpenTelemetry. Tracing starts (the SDK is loaded at all) only when one of
+   * these configures a trace exporter; the SDK itself reads every other OTEL_*
+   * variable (protocol, headers, sampler, resource attributes).
+   */
+  OTEL_SDK_DISABLED: z.string().optional(),
+  OTEL_TRACES_EXPORTER: z.string().optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.string().optional(),
 });
 
 export type Settings = Readonly<z.infer<typeof SettingsSchema>>;
+
+/**
+ * Whether tracing is configured: the SDK is not disabled, and an OTLP endpoint
+ * is set or OTEL_TRACES_EXPORTER names an exporter other than `none`. Without
+ * it the services never load the SDK, so tracing costs nothing.
+ */
+export function tracingConfigured(settings: Settings): boolean {
+  if (settings.OTEL_SDK_DISABLED?.trim().toLowerCase() === "true") return false;
+  const exporters = (settings.OTEL_TRACES_EXPORTER ?? "")
+    .split(",")
+    .map((name) => name.trim())
+    .filter((name) => name.length > 0);
+  if (exporters.includes("none")) return false;
+  return exporters.length > 0 || settings.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined;
+}
 
 export function loadSettings(env: Readonly<Record<string, string | undefined>>): Settings {
   // An empty variable means unset, as in \${VAR:-default}: never a port 0.

@@ -87,6 +87,20 @@ export const ERRORS = {
     retryable: false,
     description: "The provider rejected the request (a 4xx other than 401/403/429); its reason is passed on.",
   },
+  RUNNEL_ERR_CONTEXT_LENGTH: {
+    httpStatus: 400,
+    grpcCode: 3,
+    type: "invalid_request_error",
+    retryable: false,
+    description: "The prompt does not fit the model's context window; failover tries only routes declared with a larger one.",
+  },
+  RUNNEL_ERR_CONTENT_POLICY: {
+    httpStatus: 400,
+    grpcCode: 3,
+    type: "invalid_request_error",
+    retryable: false,
+    description: "The provider refused the request under its content policy; returned as is unless the model fails over on it.",
+  },
   RUNNEL_ERR_PROVIDER_UNAVAILABLE: {
     httpStatus: 502,
     grpcCode: 14,

@@ -4,7 +4,7 @@
  * this module adds constructors, the binary codec used on the bus, and the
  * small facts every consumer needs (is it terminal, what finish reason).
  */
-import { FailoverMode, FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
+import { type Failover, FailoverMode, FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
 
 export type { ChatMessage, ChatRequest, ContentPart, Failover, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
 export { FailoverMode, FinishReason, Job, StreamEvent };
@@ -94,4 +94,28 @@ export class EventSequencer {
     this.#seq += 1;
     return { streamId: this.streamId, seq: this.#seq, epoch: this.epoch, event };
   }
+}
+
+const FAILOVER_MODE_NAMES: Record<FailoverMode, string> = {
+  [FailoverMode.FAILOVER_MODE_UNSPECIFIED]: "unspecified",
+  [FailoverMode.FAILOVER_MODE_NEXT_ROUTE]: "next_route",
+  [FailoverMode.FAILOVER_MODE_RESTART]: "restart",
+  [FailoverMode.FAILOVER_MODE_CONTINUE]: "continue",
+  [FailoverMode.FAILOVER_MODE_HEDGE]: "hedge",
+  [FailoverMode.UNRECOGNIZED]: "unspecified",
+};
+
+/**
+ * The documented wire form of a failover announcement (the `runnel.failover`
+ * extension of an OpenAI chunk, the `runnel_failover` Anthropic event).
+ */
+export function failoverJson(failover: Failover): Record<string, unknown> {
+  return {
+    mode: FAILOVER_MODE_NAMES[failover.mode] ?? "unspecified",
+    from: failover.from ? { provider: failover.from.provider, model: failover.from.model } : null,
+    to: failover.to ? { provider: failover.to.provider, model: failover.to.model } : null,
+    reason_code: failover.reasonCode,
+    reason: failover.reason,
+    takeover: failover.takeover,
+  };
 }

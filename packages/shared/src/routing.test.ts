@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parseConfig } from "./config.js";
-import { buildSnapshot, type RoutingSnapshot, RoutingTable, redactForIngress } from "./routing.js";
+import type { ChatRequest } from "./gen/runnel/v1/stream.js";
+import { DEFAULT_HEALTH_SETTINGS, HealthBook, OutcomeKind } from "./health.js";
+import { affinityKeyFor, buildSnapshot, type HealthView, orderGroup, type RoutingSnapshot, RoutingTable, redactForIngress } from "./routing.js";
 
 const CONFIG = `
 providers:
@@ -107,18 +109,31 @@ describe("buildSnapshot", () => {
       retries: { maxAttempts: 3, budgetMs: 20_000, baseDelayMs: 200, maxDelayMs: 4_000 },
       failOnMalformedChunk: false,
       continueFinalMessage: false,
+      requestsPerMinute: 0,
+      tokensPerMinute: 0,
+      circuit: { failureThreshold: 5, probeIntervalMs: 10_000 },
     });
     const inherit = { connectMs: 0, firstTokenMs: 0, idleMs: 0, totalMs: 0 };
+    const route = { acceptsPrefill: false, contextWindow: 0, timeouts: inherit };
+    const defaults = {
+      strategy: "weighted",
+      afterFirstToken: "error",
+      hedgeAfterMs: 0,
+      failoverOnContentPolicy: false,
+      maxRoutes: 3,
+      failoverBudgetMs: 30_000,
+    };
     assert.deepEqual(built.models, [
       {
         name: "gpt",
         routes: [
-          { provider: "openai", model: "gpt-4o-mini", weight: 3, priority: 0, timeouts: inherit },
-          { provider: "vllm", model: "llama", weight: 1, priority: 0, timeouts: inherit },
-          { provider: "mock", model: "mock", weight: 1, priority: 1, timeouts: inherit },
+          { provider: "openai", model: "gpt-4o-mini", weight: 3, priority: 0, ...route },
+          { provider: "vllm", model: "llama", weight: 1, priority: 0, ...route },
+          { provider: "mock", model: "mock", weight: 1, priority: 1, ...route },
         ],
+        ...defaults,
       },
-      { name: "solo", routes: [{ provider: "mock", model: "mock", weight: 1, priority: 0, timeouts: inherit }] },
+      { name: "solo", routes: [{ provider: "mock", model: "mock", weight: 1, priority: 0, ...route }], ...defaults },
     ]);
   });
 
@@ -320,5 +335,411 @@ models:
 
   test("an unknown provider is undefined", () => {
     assert.equal(table.providerForRoute("plain", { provider: "nope", model: "big" }), undefined);
+  });
+});
+
+describe("orderGroup and RoutingTable.planRoutes", () => {
+  type Candidate = { provider: string; model: string; weight: number };
+  const candidate = (provider: string, weight = 1): Candidate => ({ provider, model: `${provider}-up`, weight });
+  const names = (routes: readonly { provider: string }[]) => routes.map((route) => route.provider);
+  const never = () => {
+    throw new Error("random must not be drawn");
+  };
+
+  /** A health view from fixed numbers per provider. */
+  function fakeHealth(inFlight: Record<string, number>, ttft: Record<string, number | undefined> = {}): HealthView {
+    return { inFlight: (route) => inFlight[route.provider] ?? 0, ttft: (route) => ttft[route.provider] };
+  }
+
+  /** How often each provider comes first over `draws` orderings. */
+  function firstShares(draws: number, order: (draw: number) => readonly { provider: string }[]): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (let draw = 0; draw < draws; draw++) {
+      const first = order(draw)[0]?.provider ?? "";
+      counts.set(first, (counts.get(first) ?? 0) + 1);
+    }
+    return new Map([...counts].map(([name, count]) => [name, count / draws]));
+  }
+
+  function assertNear(actual: number | undefined, expected: number, tolerance: number, what: string): void {
+    assert.ok(actual !== undefined && Math.abs(actual - expected) <= tolerance, `${what}: ${actual} not within ${tolerance} of ${expected}`);
+  }
+
+  describe("weighted", () => {
+    const group = [candidate("a", 1), candidate("b", 2), candidate("c", 3), candidate("d", 4)];
+
+    test("is deterministic given the random source and always a permutation of the group", () => {
+      for (let seed = 0; seed < 50; seed++) {
+        const once = orderGroup(group, "weighted", undefined, "", seededRandom(seed));
+        assert.deepEqual(orderGroup(group, "weighted", undefined, "", seededRandom(seed)), once);
+        assert.deepEqual(names(once).sort(), ["a", "b", "c", "d"]);
+      }
+    });
+
+    test("over many draws, first place follows the weights", () => {
+      const random = seededRandom(0xbeef);
+      const shares = firstShares(20_000, () => orderGroup(group, "weighted", undefined, "", random));
+      for (const route of group) assertNear(shares.get(route.provider), route.weight / 10, 0.015, `${route.provider} first`);
+    });
+
+    test("does not change the group it is given", () => {
+      const copy = [...group];
+      orderGroup(group, "weighted", undefined, "", seededRandom(1));
+      assert.deepEqual(group, copy);
+    });
+
+    test("a group of one or none is returned as it is, without drawing", () => {
+      assert.deepEqual(orderGroup([], "weighted", undefined, "", never), []);
+      assert.deepEqual(orderGroup([candidate("a")], "latency", fakeHealth({}), "k", never), [candidate("a")]);
+    });
+
+    test("an unknown strategy orders like weighted", () => {
+      for (let seed = 0; seed < 20; seed++) {
+        assert.deepEqual(orderGroup(group, "bogus", undefined, "", seededRandom(seed)), orderGroup(group, "weighted", undefined, "", seededRandom(seed)));
+      }
+    });
+  });
+
+  describe("least-inflight", () => {
+    test("fewest in-flight requests first, whatever the weights and the draw", () => {
+      const group = [candidate("a", 100), candidate("b", 1), candidate("c", 10)];
+      const health = fakeHealth({ a: 5, b: 0, c: 2 });
+      const random = seededRandom(7);
+      for (let draw = 0; draw < 200; draw++) assert.deepEqual(names(orderGroup(group, "least-inflight", health, "", random)), ["b", "c", "a"]);
+    });
+
+    test("ties keep the weighted random order", () => {
+      const group = [candidate("a", 1), candidate("b", 3), candidate("idle", 1)];
+      const health = fakeHealth({ a: 1, b: 1, idle: 0 });
+      for (let seed = 0; seed < 100; seed++) {
+        const weighted = names(orderGroup(group, "weighted", undefined, "", seededRandom(seed)));
+        const least = names(orderGroup(group, "least-inflight", health, "", seededRandom(seed)));
+        assert.deepEqual(least, ["idle", ...weighted.filter((name) => name !== "idle")]);
+      }
+      const random = seededRandom(11);
+      const secondShares = firstShares(10_000, () => orderGroup(group, "least-inflight", health, "", random).slice(1));
+      assertNear(secondShares.get("b"), 0.75, 0.02, "b before a among the tied");
+    });
+
+    test("without a health view it orders like weighted", () => {
+      const group = [candidate("a", 1), candidate("b", 3)];
+      for (let seed = 0; seed < 20; seed++) {
+        assert.deepEqual(
+          orderGroup(group, "least-inflight", undefined, "", seededRandom(seed)),
+          orderGroup(group, "weighted", undefined, "", seededRandom(seed)),
+        );
+      }
+    });
+  });
+
+  describe("latency", () => {
+    const group = [candidate("fast"), candidate("mid"), candidate("slow")];
+    const health = fakeHealth({}, { fast: 100, mid: 200, slow: 300 });
+
+    test("power of two choices: the faster of the two routes sampled first wins", () => {
+      const ttft = { fast: 100, mid: 200, slow: 300 } as Record<string, number>;
+      for (let seed = 0; seed < 100; seed++) {
+        const [x, y] = names(orderGroup(group, "weighted", undefined, "", seededRandom(seed))) as [string, string];
+        const expected = (ttft[y] ?? 0) < (ttft[x] ?? 0) ? y : x;
+        assert.equal(orderGroup(group, "latency", health, "", seededRandom(seed))[0]?.provider, expected);
+      }
+    });
+
+    test("the slowest route is never first, the fastest is first about 2/3 of the time, and the rest is sorted by TTFT", () => {
+      const random = seededRandom(99);
+      let fastFirst = 0;
+      const draws = 6_000;
+      for (let draw = 0; draw < draws; draw++) {
+        const order = names(orderGroup(group, "latency", health, "", random));
+        assert.ok(
+          ["fast,mid,slow", "mid,fast,slow"].includes(order.join()),
+          `unexpected order ${order.join()}: the rest after the winner must be sorted by TTFT and the slowest never wins`,
+        );
+        if (order[0] === "fast") fastFirst += 1;
+      }
+      assertNear(fastFirst / draws, 2 / 3, 0.03, "fast first");
+    });
+
+    test("a route without a TTFT sample counts as the fastest", () => {
+      const two = [candidate("known", 10), candidate("fresh", 1)];
+      const random = seededRandom(5);
+      for (let draw = 0; draw < 100; draw++) {
+        assert.deepEqual(names(orderGroup(two, "latency", fakeHealth({}, { known: 50 }), "", random)), ["fresh", "known"]);
+      }
+      const three = [candidate("a"), candidate("b"), candidate("fresh")];
+      const view = fakeHealth({}, { a: 100, b: 200 });
+      for (let draw = 0; draw < 200; draw++) {
+        const order = names(orderGroup(three, "latency", view, "", random));
+        assert.ok(order.indexOf("fresh") <= 1, `fresh must be first or right after the winner: ${order.join()}`);
+        assert.equal(order[2], "b");
+      }
+    });
+
+    test("without a health view it orders like weighted", () => {
+      for (let seed = 0; seed < 20; seed++) {
+        assert.deepEqual(orderGroup(group, "latency", undefined, "", seededRandom(seed)), orderGroup(group, "weighted", undefined, "", seededRandom(seed)));
+      }
+    });
+  });
+
+  describe("affinity", () => {
+    const group = [candidate("a"), candidate("b"), candidate("c"), candidate("d")];
+
+    test("the same key gives the same order every time, without drawing", () => {
+      for (let key = 0; key < 50; key++) {
+        const first = orderGroup(group, "affinity", undefined, `session:${key}`, never);
+        for (let again = 0; again < 5; again++) assert.deepEqual(orderGroup(group, "affinity", undefined, `session:${key}`, never), first);
+        assert.deepEqual(names(first).sort(), ["a", "b", "c", "d"]);
+      }
+    });
+
+    test("the order does not depend on the order of the group", () => {
+      const reversed = [...group].reverse();
+      for (let key = 0; key < 50; key++) {
+        assert.deepEqual(orderGroup(reversed, "affinity", undefined, `user:${key}`, never), orderGroup(group, "affinity", undefined, `user:${key}`, never));
+      }
+    });
+
+    test("different keys spread across the routes by weight", () => {
+      const even = firstShares(8_000, (key) => orderGroup(group, "affinity", undefined, `session:${key}`, never));
+      for (const route of group) assertNear(even.get(route.provider), 0.25, 0.03, `${route.provider} first`);
+      const weighted = [candidate("light", 1), candidate("heavy", 3)];
+      const shares = firstShares(8_000, (key) => orderGroup(weighted, "affinity", undefined, `prefix:${key.toString(16)}`, never));
+      assertNear(shares.get("heavy"), 0.75, 0.03, "heavy first");
+    });
+
+    test("removing a route only moves the keys that were on it, and keeps everyone else's order", () => {
+      const without = group.filter((route) => route.provider !== "c");
+      let moved = 0;
+      for (let key = 0; key < 2_000; key++) {
+        const full = names(orderGroup(group, "affinity", undefined, `session:${key}`, never));
+        const reduced = names(orderGroup(without, "affinity", undefined, `session:${key}`, never));
+        assert.deepEqual(
+          reduced,
+          full.filter((name) => name !== "c"),
+        );
+        if (full[0] !== reduced[0]) {
+          assert.equal(full[0], "c", "only keys that were on the removed route move");
+          moved += 1;
+        }
+      }
+      assert.ok(moved > 300 && moved < 700, `about a quarter of the keys were on c: ${moved}`);
+    });
+
+    test("adding a route only takes keys to the new route", () => {
+      const grown = [...group, candidate("e")];
+      for (let key = 0; key < 2_000; key++) {
+        const before = orderGroup(group, "affinity", undefined, `session:${key}`, never)[0]?.provider;
+        const after = orderGroup(grown, "affinity", undefined, `session:${key}`, never)[0]?.provider;
+        assert.ok(after === before || after === "e", `key ${key} moved from ${before} to ${after}`);
+      }
+    });
+
+    test("without a key it orders like weighted", () => {
+      for (let seed = 0; seed < 20; seed++) {
+        assert.deepEqual(orderGroup(group, "affinity", undefined, "", seededRandom(seed)), orderGroup(group, "weighted", undefined, "", seededRandom(seed)));
+      }
+    });
+  });
+
+  describe("planRoutes", () => {
+    const config = (strategy: string) =>
+      parseConfig(
+        `
+providers:
+  - { name: a, type: openai, baseUrl: "http://a/v1" }
+  - { name: b, type: openai, baseUrl: "http://b/v1" }
+  - { name: c, type: openai, baseUrl: "http://c/v1" }
+  - { name: d, type: openai, baseUrl: "http://d/v1" }
+models:
+  - name: tiers
+    strategy: ${strategy}
+    routes:
+      - { provider: a, model: a-up, priority: 2, weight: 100 }
+      - { provider: b, model: b-up, priority: 0 }
+      - { provider: c, model: c-up, priority: 1, weight: 50 }
+      - { provider: d, model: d-up, priority: 0, weight: 5 }
+`,
+        {},
+      );
+
+    test("lower priority groups always come first, whatever the strategy, health, key and draw", () => {
+      // Health that favours the later tiers: a and c idle and fast, b and d busy and slow.
+      const health = fakeHealth({ a: 0, b: 9, c: 0, d: 9 }, { a: 1, b: 900, c: 1, d: 900 });
+      for (const strategy of ["weighted", "least-inflight", "latency", "affinity"]) {
+        const table = new RoutingTable(buildSnapshot(config(strategy), 1));
+        const random = seededRandom(17);
+        for (let draw = 0; draw < 200; draw++) {
+          const plan = table.planRoutes("tiers", health, `session:${draw}`, random);
+          assert.deepEqual(names(plan.slice(0, 2)).sort(), ["b", "d"], strategy);
+          assert.deepEqual(names(plan.slice(2)), ["c", "a"], strategy);
+        }
+      }
+    });
+
+    test("returns the route specs of the model, each once", () => {
+      const table = new RoutingTable(buildSnapshot(config("weighted"), 1));
+      const plan = table.planRoutes("tiers", undefined, "", seededRandom(3));
+      assert.deepEqual(
+        [...plan].sort((x, y) => x.provider.localeCompare(y.provider)),
+        [...(table.model("tiers")?.routes ?? [])].sort((x, y) => x.provider.localeCompare(y.provider)),
+      );
+    });
+
+    test("an unknown model plans nothing", () => {
+      assert.deepEqual(new RoutingTable(buildSnapshot(config("weighted"), 1)).planRoutes("nope", undefined, ""), []);
+    });
+
+    test("reads live health from a HealthBook: least-inflight puts the less busy route of a group first", () => {
+      const table = new RoutingTable(buildSnapshot(config("least-inflight"), 1));
+      const health = new HealthBook(
+        () => DEFAULT_HEALTH_SETTINGS,
+        () => 1_000_000,
+      );
+      const busy = (provider: string, count: number) =>
+        health.apply({
+          provider,
+          model: `${provider}-up`,
+          workerId: "w9",
+          kind: OutcomeKind.OUTCOME_KIND_STARTED,
+          ttftMs: 0,
+          retryAfterMs: 0,
+          tokens: 0,
+          errorCode: "",
+          atMs: 1_000_000,
+          workerInFlight: count,
+        });
+      busy("d", 3);
+      const random = seededRandom(8);
+      for (let draw = 0; draw < 50; draw++) assert.deepEqual(names(table.planRoutes("tiers", health, "", random)), ["b", "d", "c", "a"]);
+      busy("b", 4);
+      for (let draw = 0; draw < 50; draw++) assert.deepEqual(names(table.planRoutes("tiers", health, "", random)), ["d", "b", "c", "a"]);
+    });
+
+    test("affinity keeps one key on one route across calls and spreads keys over the first group", () => {
+      const table = new RoutingTable(buildSnapshot(config("affinity"), 1));
+      const firsts = new Set<string>();
+      for (let key = 0; key < 200; key++) {
+        const plan = names(table.planRoutes("tiers", undefined, `session:${key}`, never));
+        assert.deepEqual(names(table.planRoutes("tiers", undefined, `session:${key}`, never)), plan);
+        firsts.add(plan[0] ?? "");
+      }
+      assert.deepEqual([...firsts].sort(), ["b", "d"]);
+    });
+  });
+
+  describe("affinityKeyFor", () => {
+    function chat(messages: Array<[role: string, text: string]>, user = ""): ChatRequest {
+      return {
+        messages: messages.map(([role, text]) => ({ role, content: [{ part: { $case: "text", value: text } }], name: "", toolCallId: "", toolCalls: [] })),
+        stop: [],
+        tools: [],
+        toolChoiceJson: "",
+        includeUsage: false,
+        user,
+      };
+    }
+    const SYSTEM = "You are a terse assistant.";
+
+    test("the session id comes first, then the request's user, then the prompt's prefix", () => {
+      const request = chat([["user", "hi"]], "alice");
+      assert.equal(affinityKeyFor(request, "s-1"), "session:s-1");
+      assert.equal(affinityKeyFor(request), "user:alice");
+      assert.equal(affinityKeyFor(request, ""), "user:alice");
+      assert.match(affinityKeyFor(chat([["user", "hi"]])), /^prefix:[0-9a-f]+$/);
+    });
+
+    test("two turns of one conversation share the prefix key", () => {
+      const first = chat([
+        ["system", SYSTEM],
+        ["user", "What is NATS?"],
+      ]);
+      const second = chat([
+        ["system", SYSTEM],
+        ["user", "What is NATS?"],
+        ["assistant", "A messaging system."],
+        ["user", "And JetStream?"],
+      ]);
+      assert.equal(affinityKeyFor(second), affinityKeyFor(first));
+      assert.equal(
+        affinityKeyFor(chat([["user", "Q"]])),
+        affinityKeyFor(
+          chat([
+            ["user", "Q"],
+            ["assistant", "A"],
+            ["user", "Q2"],
+          ]),
+        ),
+      );
+    });
+
+    test("different system prompts, or different first questions, give different keys", () => {
+      const base = affinityKeyFor(
+        chat([
+          ["system", SYSTEM],
+          ["user", "What is NATS?"],
+        ]),
+      );
+      assert.notEqual(
+        affinityKeyFor(
+          chat([
+            ["system", "You are verbose."],
+            ["user", "What is NATS?"],
+          ]),
+        ),
+        base,
+      );
+      assert.notEqual(
+        affinityKeyFor(
+          chat([
+            ["system", SYSTEM],
+            ["user", "What is gRPC?"],
+          ]),
+        ),
+        base,
+      );
+      assert.notEqual(
+        affinityKeyFor(
+          chat([
+            ["user", SYSTEM],
+            ["user", "What is NATS?"],
+          ]),
+        ),
+        base,
+        "the role boundary matters",
+      );
+    });
+
+    test("only the prompt's first 1024 characters count", () => {
+      const long = "x".repeat(1_024);
+      assert.equal(
+        affinityKeyFor(
+          chat([
+            ["system", `${long}tail one`],
+            ["user", "q"],
+          ]),
+        ),
+        affinityKeyFor(
+          chat([
+            ["system", `${long}tail two`],
+            ["user", "q"],
+          ]),
+        ),
+      );
+      assert.notEqual(
+        affinityKeyFor(
+          chat([
+            ["system", `${long.slice(1)}A`],
+            ["user", "q"],
+          ]),
+        ),
+        affinityKeyFor(
+          chat([
+            ["system", `${long.slice(1)}B`],
+            ["user", "q"],
+          ]),
+        ),
+      );
+    });
   });
 });

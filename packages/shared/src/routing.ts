@@ -3,10 +3,10 @@
  * config; the ingress and workers decide per request from their last one.
  */
 import type { RunnelConfig } from "./config.js";
-import { type ModelSpec, type ProviderSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
+import { type ModelSpec, type ProviderSpec, type RouteSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
 import type { ChatRequest, Route } from "./gen/runnel/v1/stream.js";
 
-export type { ModelSpec, ProviderSpec };
+export type { ModelSpec, ProviderSpec, RouteSpec };
 export { RoutingSnapshot };
 
 /** Builds a versioned snapshot from a validated config. */
@@ -117,6 +117,26 @@ export class RoutingTable {
     };
   }
 
+  /**
+   * The routes one request tries, in order: priority groups ascending, each
+   * ordered by the model's strategy with live health. Availability (circuit,
+   * cooldown, budgets) is checked when a route is about to be used, not here.
+   */
+  planRoutes(modelName: string, health: HealthView | undefined, affinityKey: string, random: () => number = Math.random): RouteSpec[] {
+    const model = this.#models.get(modelName);
+    if (!model) return [];
+    const priorities = [...new Set(model.routes.map((route) => route.priority))].sort((a, b) => a - b);
+    return priorities.flatMap((priority) =>
+      orderGroup(
+        model.routes.filter((route) => route.priority === priority),
+        model.strategy,
+        health,
+        affinityKey,
+        random,
+      ),
+    );
+  }
+
   get modelNames(): string[] {
     return [...this.#models.keys()];
   }
@@ -144,9 +164,67 @@ export class RoutingTable {
   }
 }
 
+/** What the strategies read about routes' health (a HealthBook provides it). */
+export interface HealthView {
+  inFlight(route: Route): number;
+  ttft(route: Route): number | undefined;
+}
+
+export type Strategy = "weighted" | "least-inflight" | "latency" | "affinity";
+
+/**
+ * Orders one priority group of routes by the model's strategy. Pure given
+ * `random`:
+ * - weighted: a weighted random order;
+ * - least-inflight: fewest in-flight requests first (ties: weighted random);
+ * - latency: power of two choices on the EWMA time to first token (a route
+ *   without a sample counts as fastest, so new routes get measured), the
+ *   rest by that time;
+ * - affinity: rendezvous hashing of the affinity key, weighted, so a
+ *   conversation keeps its route and a removed route only moves its own keys.
+ */
+export function orderGroup<T extends { provider: string; model: string; weight: number }>(
+  group: readonly T[],
+  strategy: string,
+  health: HealthView | undefined,
+  affinityKey: string,
+  random: () => number = Math.random,
+): T[] {
+  if (group.length < 2) return [...group];
+  switch (strategy) {
+    case "least-inflight": {
+      if (!health) return weightedShuffle(group, random);
+      const shuffled = weightedShuffle(group, random);
+      const load = new Map(shuffled.map((route) => [route, health.inFlight(route)]));
+      // Array.prototype.sort is stable: equal loads keep the weighted random order.
+      return shuffled.sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0));
+    }
+    case "latency": {
+      if (!health) return weightedShuffle(group, random);
+      const ttft = (route: T) => health.ttft(route) ?? 0;
+      const [first, second, ...rest] = weightedShuffle(group, random) as [T, T, ...T[]];
+      const [winner, loser] = ttft(second) < ttft(first) ? [second, first] : [first, second];
+      return [winner, ...[loser, ...rest].sort((a, b) => ttft(a) - ttft(b))];
+    }
+    case "affinity": {
+      if (!affinityKey) return weightedShuffle(group, random);
+      return group
+        .map((route) => {
+          // Weighted rendezvous hashing: score = -w / ln(u), u uniform in (0, 1) from the hash.
+          const unit = (fnv1a(`${affinityKey}\u0000${route.provider}\u0000${route.model}`) + 0.5) / 4_294_967_296;
+          return { route, score: -Math.max(route.weight, 1) / Math.log(unit) };
+        })
+        .sort((a, b) => b.score - a.score)
+        .map((entry) => entry.route);
+    }
+    default:
+      return weightedShuffle(group, random);
+  }
+}
+
 /** Efraimidis–Spirakis weighted sampling without replacement: key = u^(1/w), descending. */
-function weightedShuffle<T extends { weight: number }>(items: T[], random: () => number): T[] {
-  if (items.length < 2) return items;
+function weightedShuffle<T extends { weight: number }>(items: readonly T[], random: () => number): T[] {
+  if (items.length < 2) return [...items];
   return items
     .map((item) => ({ item, key: random() ** (1 / Math.max(item.weight, 1)) }))
     .sort((a, b) => b.key - a.key)

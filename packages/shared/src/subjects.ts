@@ -28,6 +28,30 @@ export function cancelSubject(workerId: string): string {
   return `runnel.ctl.cancel.${workerId}`;
 }
 
+/** The cancel subject as a template: the destination in span names and attributes (one name, whatever the worker). */
+export const CANCEL_SUBJECT_TEMPLATE = "runnel.ctl.cancel.{worker_id}";
+/** The events subject as a template, for the same reason. */
+export const EVENTS_SUBJECT_TEMPLATE = "runnel.stream.{stream_id}.events";
+
+/** Subject a worker listens on for a drain order (request-reply: `runnel.v1.DrainWorkerRequest`, answered once taken). */
+export function drainSubject(workerId: string): string {
+  return `runnel.ctl.drain.${workerId}`;
+}
+
+/**
+ * Core NATS subject of route outcomes (protobuf `runnel.v1.RouteOutcome`):
+ * workers publish them, every worker and control-plane replica folds them
+ * into its health view.
+ */
+export const HEALTH_OUTCOMES_SUBJECT = "runnel.health.outcomes";
+
+/**
+ * KV bucket of worker presence: key = worker id, value = the worker's last
+ * `runnel.v1.WorkerHeartbeat` (without stream ids), written by whichever
+ * control-plane replica the worker is registered with. Every replica reads it.
+ */
+export const WORKERS_BUCKET = "runnel_workers";
+
 /** Stream ids are URL- and subject-safe: letters, digits, '_' and '-'. */
 const STREAM_ID = /^[A-Za-z0-9_-]{8,64}$/;
 

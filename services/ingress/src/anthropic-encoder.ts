@@ -16,7 +16,7 @@
  * Our `inputTokens` counts cache reads, as OpenAI's `prompt_tokens` does;
  * Anthropic's `input_tokens` does not, so they are reported apart.
  */
-import { FinishReason, type StreamEvent, type Usage } from "@runnel/shared";
+import { FailoverMode, FinishReason, failoverJson, type StreamEvent, type Usage } from "@runnel/shared";
 
 /** Anthropic's `stop_reason` values this gateway produces. */
 export type AnthropicStopReason = "end_turn" | "max_tokens" | "tool_use" | "refusal";
@@ -193,6 +193,9 @@ export class AnthropicStreamEncoder {
       case "usage":
         this.#usage = body.value;
         return "";
+      case "failover":
+        // Closes the open block: whatever follows (a restart, a continuation) starts a new one.
+        return `${this.start()}${this.#close()}${frame("runnel_failover", JSON.stringify({ type: "runnel_failover", ...failoverJson(body.value) }), event.seq)}`;
       case "done": {
         this.#ended = true;
         const delta = `{"type":"message_delta","delta":{"stop_reason":"${anthropicStopReason(body.value.finishReason)}","stop_sequence":null},"usage":${usageJson(this.#usage)}}`;
@@ -290,6 +293,14 @@ export class MessageAccumulator {
       }
       case "usage":
         this.#usage = body.value;
+        break;
+      case "failover":
+        if (body.value.to?.model) this.#model = body.value.to.model;
+        if (body.value.mode === FailoverMode.FAILOVER_MODE_RESTART) {
+          // What came before is discarded: the answer is the next route's alone.
+          this.#blocks.length = 0;
+          this.#tools.clear();
+        }
         break;
       case "done":
         this.#stop = anthropicStopReason(body.value.finishReason);

@@ -1,6 +1,5 @@
 export { buildIngress, type Ingress, type IngressDeps } from "./app.js";
 export { Auth } from "./auth.js";
-export { EventLog } from "./event-log.js";
 export { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
 export { ChatCompletionRequestSchema, parseChatCompletionRequest, toChatRequest } from "./openai-request.js";
 export { StreamHub } from "./stream-hub.js";

@@ -20,8 +20,8 @@ export function buildJob(input: JobInput): Job {
     streamId: input.streamId,
     model: input.model,
     request: input.request,
-    // The worker orders routes again with live health; these are the fallback when its snapshot lacks the model.
-    routes: input.routing.orderRoutes(input.model),
+    // The worker plans the routes when it starts the job, with live health.
+    routes: [],
     createdAtMs: input.now ?? Date.now(),
     routingVersion: input.routing.version,
     traceContext: {},

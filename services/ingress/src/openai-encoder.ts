@@ -3,7 +3,7 @@
  * folds a whole stream into one `chat.completion`. One encoder, used by every
  * wire framing (SSE, NDJSON); pure.
  */
-import { openAIErrorBody, openAIFinishReason, type StreamEvent, type Usage } from "@runnel/shared";
+import { FailoverMode, failoverJson, openAIErrorBody, openAIFinishReason, type StreamEvent, type Usage } from "@runnel/shared";
 
 export interface ChunkContext {
   /** `chatcmpl-<stream id>`. */
@@ -71,6 +71,20 @@ export function encodeChunk(context: ChunkContext, event: StreamEvent): string |
         choices: [],
         usage: usageJson(body.value),
       });
+    case "failover":
+      // The route changed: later chunks name the model now serving.
+      if (body.value.to?.model) {
+        context.model = body.value.to.model;
+        context.prefix = undefined;
+      }
+      return JSON.stringify({
+        id: context.id,
+        object: "chat.completion.chunk",
+        created: context.created,
+        model: context.model,
+        choices: [],
+        runnel: { failover: failoverJson(body.value) },
+      });
     case "done":
       return chunk(context, "{}", openAIFinishReason(body.value.finishReason));
     case "error":
@@ -88,6 +102,7 @@ export class CompletionAccumulator {
   #usage: Usage | undefined;
   /** Tool calls by the provider's index (sparse and unbounded in principle, so a Map). */
   readonly #tools = new Map<number, { id: string; name: string; arguments: string }>();
+  readonly #failovers: Record<string, unknown>[] = [];
 
   constructor(readonly context: ChunkContext) {}
 
@@ -114,6 +129,16 @@ export class CompletionAccumulator {
       case "usage":
         this.#usage = body.value;
         break;
+      case "failover":
+        this.#failovers.push(failoverJson(body.value));
+        if (body.value.to?.model) this.context.model = body.value.to.model;
+        if (body.value.mode === FailoverMode.FAILOVER_MODE_RESTART) {
+          // What came before is discarded: the answer is the next route's alone.
+          this.#text = "";
+          this.#reasoning = "";
+          this.#tools.clear();
+        }
+        break;
       case "done":
         this.#finish = openAIFinishReason(body.value.finishReason);
         break;
@@ -134,6 +159,7 @@ export class CompletionAccumulator {
       model: this.context.model,
       choices: [{ index: 0, message, finish_reason: this.#finish, logprobs: null }],
       usage: this.#usage ? usageJson(this.#usage) : null,
+      ...(this.#failovers.length > 0 ? { runnel: { failovers: this.#failovers } } : {}),
     };
   }
 }

@@ -8,8 +8,9 @@
  * ends with exactly one terminal event: the worker's `done` or `error`, or
  * an error the ingress raises itself (seq 0, framed without an SSE id).
  */
+
+import type { EventLog, LogBatch, LogCursor } from "@runnel/shared";
 import { ERRORS, type ErrorCode, isTerminal, type StreamEvent } from "@runnel/shared";
-import type { EventLog, LogBatch, LogCursor } from "./event-log.js";
 import type { LiveListener, StreamHub } from "./stream-hub.js";
 
 export type EventSink = (event: StreamEvent) => void;
@@ -43,8 +44,12 @@ export class StreamReader implements LiveListener {
   #ended = false;
   #buffer: StreamEvent[] = [];
   #maxSeen = 0;
+  /** The highest ownership epoch delivered: events of a lower one come from a fenced-off worker. */
+  #epoch = 0;
   #activity = 0;
   #replaying = false;
+  /** Runs once, after the first worker event went to the client (time to first byte). */
+  #onFirstEvent: (() => void) | undefined;
   /** JetStream sequence of the last event delivered from the log: the next catch-up starts after it. */
   #lastStreamSeq = 0;
   #markCaughtUp: () => void = () => {};
@@ -62,6 +67,11 @@ export class StreamReader implements LiveListener {
     if (!options.fromLog) this.#markCaughtUp();
     // Join the live feed first, so nothing published from now on can be missed.
     this.#leave = options.hub.join(options.streamId, this);
+  }
+
+  /** Calls `notify` once, right after the first event from the worker was handed to the client. */
+  onFirstEvent(notify: () => void): void {
+    this.#onFirstEvent = notify;
   }
 
   /** Starts delivery. */
@@ -129,8 +139,20 @@ export class StreamReader implements LiveListener {
 
   onLive(event: StreamEvent): void {
     if (this.#ended) return;
+    // A worker that lost the stream to a takeover, writing late: fenced off.
+    if (event.epoch < this.#epoch) return;
     this.#activity += 1;
     if (event.seq > this.#maxSeen) this.#maxSeen = event.seq;
+    if (event.epoch > this.#epoch) {
+      // A takeover. Its fencing event was written with an expected last
+      // sequence, but a rejected one still reaches live subscribers: only the
+      // log says where the new owner's events begin, so read it from there.
+      if (this.#mode === "live") {
+        this.#mode = "replay";
+        this.#pump();
+      }
+      return;
+    }
     if (event.seq < this.#next) return;
     if (this.#mode === "live" && this.#sink && !this.#paused && this.#buffer.length === 0) {
       if (event.seq === this.#next) this.#deliver(event);
@@ -147,10 +169,16 @@ export class StreamReader implements LiveListener {
 
   #deliver(event: StreamEvent): void {
     if (event.seq > 0) this.#next = event.seq + 1;
+    if (event.epoch > this.#epoch) this.#epoch = event.epoch;
     this.#activity += 1;
     const terminal = isTerminal(event);
     if (terminal) this.close();
     this.#sink?.(event);
+    if (this.#onFirstEvent !== undefined && event.seq > 0) {
+      const notify = this.#onFirstEvent;
+      this.#onFirstEvent = undefined;
+      notify();
+    }
   }
 
   #pump(): void {
@@ -225,6 +253,13 @@ export class StreamReader implements LiveListener {
       }
       for (const [index, event] of batch.events.entries()) {
         if (this.#ended || this.#paused) return;
+        if (event.epoch < this.#epoch) {
+          // Written after a takeover's fence by the worker that lost the stream: not part of it.
+          this.#lastStreamSeq = batch.streamSeqs[index] ?? this.#lastStreamSeq;
+          continue;
+        }
+        // In log order even an event already delivered (a resume point past it) raises the epoch.
+        this.#epoch = event.epoch;
         if (event.seq < this.#next) continue;
         if (event.seq > this.#next) {
           // The log is written in order by one publisher: a hole in it will never fill.

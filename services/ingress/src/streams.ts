@@ -4,26 +4,34 @@
  * and the watch that ends streams whose worker is gone. Transports (HTTP
  * routes, WebSocket) call this; they only frame events.
  */
+import { context } from "@opentelemetry/api";
 import {
   type Bus,
   type ControlPlaneLink,
   cancelStream,
+  EventLog,
   encodeJob,
   isTerminal,
   isTerminalPhase,
   JOBS_SUBJECT,
   type Job,
   type Logger,
+  noopMeter,
+  RunnelAttributes,
   type RunnelConfig,
   RunnelError,
+  recordFailure,
+  recordingSpan,
   type StoredRecord,
   type StreamRecords,
+  startPublishSpan,
+  traceContextMap,
 } from "@runnel/shared";
 import type { Auth } from "./auth.js";
-import { EventLog } from "./event-log.js";
 import { judgeQuietStream, type StallPolicy } from "./stall-watch.js";
 import { StreamHub } from "./stream-hub.js";
 import { StreamReader } from "./stream-reader.js";
+import { IngressTelemetry, type ResumeVia } from "./telemetry.js";
 
 /** Subject on which an ingress says a stream has a reader again (ends other replicas' detach timers). */
 const ATTACHED_SUBJECTS = "runnel.ctl.attached.*";
@@ -37,6 +45,8 @@ export interface StreamServiceDeps {
   readonly auth: Auth;
   readonly options: Readonly<RunnelConfig["ingress"]>;
   readonly busOptions: Readonly<RunnelConfig["bus"]>;
+  /** Stream metrics and span events; absent: recorded nowhere. */
+  readonly telemetry?: IngressTelemetry;
 }
 
 interface Watched {
@@ -58,9 +68,11 @@ export class StreamService {
   readonly #attachedSubscription: ReturnType<Bus["nc"]["subscribe"]>;
   readonly #stallTimer: NodeJS.Timeout;
   readonly #stallPolicy: StallPolicy;
+  readonly #telemetry: IngressTelemetry;
 
   constructor(deps: StreamServiceDeps) {
     this.#deps = deps;
+    this.#telemetry = deps.telemetry ?? new IngressTelemetry(noopMeter());
     this.hub = new StreamHub(deps.bus.nc);
     this.eventLog = new EventLog(deps.bus);
     this.#attachedSubscription = deps.bus.nc.subscribe(ATTACHED_SUBJECTS, {
@@ -84,14 +96,31 @@ export class StreamService {
    * missed), then submits the job. The returned reader starts at seq 1.
    */
   async open(job: Job): Promise<StreamReader> {
+    // The request's server span (when tracing): named by the stream, and told when the first byte goes out.
+    const requestSpan = recordingSpan();
+    requestSpan?.setAttribute(RunnelAttributes.STREAM_ID, job.streamId);
     const reader = this.reader(job.streamId, 0, false);
+    // The job carries the producer span's context in its trace_context: the worker continues this trace.
+    const { span, context: publishing } = startPublishSpan(
+      { subject: JOBS_SUBJECT, messageId: job.streamId },
+      { [RunnelAttributes.STREAM_ID]: job.streamId, [RunnelAttributes.MODEL]: job.model },
+    );
+    const data = encodeJob({ ...job, traceContext: traceContextMap(publishing) });
+    span.setAttribute("messaging.message.body.size", data.length);
+    const publishedAt = performance.now();
+    reader.onFirstEvent(() => this.#telemetry.firstByte((performance.now() - publishedAt) / 1000, requestSpan));
     try {
-      await this.#deps.bus.js.publish(JOBS_SUBJECT, encodeJob(job), { msgID: job.streamId, timeout: 5_000 });
+      await context.with(publishing, () => this.#deps.bus.js.publish(JOBS_SUBJECT, data, { msgID: job.streamId, timeout: 5_000 }));
+      this.#telemetry.jobPublished((performance.now() - publishedAt) / 1000);
     } catch (error) {
+      recordFailure(span, error, "RUNNEL_ERR_OVERLOADED");
+      this.#telemetry.jobPublished((performance.now() - publishedAt) / 1000, "RUNNEL_ERR_OVERLOADED");
       reader.close();
       // A timed-out publish may still have been stored: record a cancel so no worker ever starts it.
       void this.cancel(job.streamId, "the job could not be queued");
       throw new RunnelError("RUNNEL_ERR_OVERLOADED", "the job could not be queued", { cause: error });
+    } finally {
+      span.end();
     }
     return reader;
   }
@@ -112,8 +141,9 @@ export class StreamService {
     return reader;
   }
 
-  /** A client reads the stream again: no pending detach may cancel it, on any replica. */
-  attached(streamId: string): void {
+  /** A client reads the stream again from `after`: no pending detach may cancel it, on any replica. */
+  attached(streamId: string, after = 0, via: ResumeVia = "sse"): void {
+    this.#telemetry.resumed(streamId, after, via);
     this.#clearDetach(streamId);
     this.#deps.bus.nc.publish(attachedSubject(streamId));
   }
@@ -145,12 +175,17 @@ export class StreamService {
     const { link, records, bus, log } = this.#deps;
     return link.cancel(streamId, reason, 2_000).then(
       () => {
+        this.#telemetry.cancelled(streamId, reason, "control_plane");
         log.info({ stream_id: streamId, reason }, "stream cancelled");
       },
       async (error: unknown) => {
         log.warn({ stream_id: streamId, err: (error as Error).message }, "control plane did not take the cancel; cancelling directly");
-        await cancelStream(records, bus.nc, streamId, reason).catch((fallbackError: unknown) =>
-          log.error({ stream_id: streamId, err: fallbackError }, "cancel failed"),
+        await cancelStream(records, bus.nc, streamId, reason).then(
+          () => this.#telemetry.cancelled(streamId, reason, "direct"),
+          (fallbackError: unknown) => {
+            this.#telemetry.cancelled(streamId, reason, "failed");
+            log.error({ stream_id: streamId, err: fallbackError }, "cancel failed");
+          },
         );
       },
     );

@@ -4,23 +4,39 @@
  * free slot, and runs each one with its own AbortController, which a cancel
  * (over NATS), a shutdown or a provider timeout fires.
  */
+import { context } from "@opentelemetry/api";
 import {
   type Bus,
+  CANCEL_SUBJECT_TEMPLATE,
   type ControlPlaneLink,
   cancelSubject,
   controlPlane,
   decodeJob,
+  extractContext,
+  HEALTH_OUTCOMES_SUBJECT,
+  HealthBook,
+  healthSettings,
   JOBS_CONSUMER,
   JOBS_STREAM,
+  JOBS_SUBJECT,
   type JsMsg,
   type Logger,
+  OutcomeKind,
+  processMessage,
   RoutingTable,
+  RunnelAttributes,
+  recordFailure,
+  routeKey,
   StreamRecords,
+  serveDrain,
+  startProcessSpan,
 } from "@runnel/shared";
 
 import { EventPublisher } from "./event-publisher.js";
 import { CancelReason, runJob } from "./job-runner.js";
 import { AgentPool, createAdapters, DEFAULT_RETRY_POLICY } from "./providers/index.js";
+import type { OutcomeReport } from "./route-runner.js";
+import type { ObserveJob } from "./stream-observer.js";
 
 /** Concurrent pull requests a worker keeps open while it has free slots. */
 const PULL_LANES = 16;
@@ -34,6 +50,8 @@ export interface WorkerDeps {
   readonly concurrency: number;
   /** The job queue's ack deadline; running jobs are kept alive well within it. */
   readonly ackWaitMs: number;
+  /** Telemetry per stream; absent: none. */
+  readonly observe?: ObserveJob;
 }
 
 interface Running {
@@ -48,6 +66,8 @@ export interface Worker {
   drain(timeoutMs: number): Promise<void>;
   ready(): { ready: boolean; reasons: string[] };
   readonly inFlight: number;
+  /** Taking no new jobs (a drain order or a shutdown). */
+  readonly draining: boolean;
 }
 
 export function buildWorker(deps: WorkerDeps): Worker {
@@ -78,6 +98,48 @@ export function buildWorker(deps: WorkerDeps): Worker {
   const running = new Map<string, Running>();
   const publisher = new EventPublisher(bus.nc);
   let table: RoutingTable | undefined;
+  const health = new HealthBook((provider) => healthSettings(table?.provider(provider)));
+  // Every worker's outcomes (this one's are applied when they happen).
+  const outcomeSubscription = bus.nc.subscribe(HEALTH_OUTCOMES_SUBJECT, {
+    callback: (error, message) => {
+      if (error) return;
+      try {
+        const outcome = controlPlane.RouteOutcome.decode(message.data);
+        if (outcome.workerId !== workerId) health.apply(outcome);
+      } catch (decodeError) {
+        log.warn({ err: decodeError }, "undecodable route outcome; ignored");
+      }
+    },
+  });
+  const inFlightByRoute = new Map<string, number>();
+  const report = (outcome: OutcomeReport) => {
+    const key = routeKey(outcome.route);
+    let count = inFlightByRoute.get(key) ?? 0;
+    if (outcome.kind === OutcomeKind.OUTCOME_KIND_STARTED) count += 1;
+    else if (
+      outcome.kind === OutcomeKind.OUTCOME_KIND_SUCCEEDED ||
+      outcome.kind === OutcomeKind.OUTCOME_KIND_FAILED ||
+      outcome.kind === OutcomeKind.OUTCOME_KIND_RATE_LIMITED ||
+      outcome.kind === OutcomeKind.OUTCOME_KIND_RELEASED
+    )
+      count = Math.max(0, count - 1);
+    if (count === 0) inFlightByRoute.delete(key);
+    else inFlightByRoute.set(key, count);
+    const message: controlPlane.RouteOutcome = {
+      provider: outcome.route.provider,
+      model: outcome.route.model,
+      workerId,
+      kind: outcome.kind,
+      ttftMs: outcome.ttftMs ?? 0,
+      retryAfterMs: outcome.retryAfterMs ?? 0,
+      tokens: outcome.tokens ?? 0,
+      errorCode: outcome.errorCode ?? "",
+      atMs: Date.now(),
+      workerInFlight: count,
+    };
+    health.apply(message);
+    if (!bus.nc.isClosed()) bus.nc.publish(HEALTH_OUTCOMES_SUBJECT, controlPlane.RouteOutcome.encode(message).finish());
+  };
   let draining = false;
   let pulling = false;
   const slotWaiters: (() => void)[] = [];
@@ -91,9 +153,26 @@ export function buildWorker(deps: WorkerDeps): Worker {
       const request = controlPlane.CancelStreamRequest.decode(message.data);
       const entry = running.get(request.streamId);
       if (!entry) return;
-      log.info({ stream_id: request.streamId, reason: request.reason }, "cancel received; aborting the provider request");
-      entry.controller.abort(new CancelReason("RUNNEL_ERR_CANCELLED", request.reason || "cancelled"));
+      // In the trace of whatever caused the cancel (the client's request, through the control plane).
+      processMessage(
+        { subject: message.subject, template: CANCEL_SUBJECT_TEMPLATE, bodySize: message.data.length },
+        message.headers,
+        () => {
+          log.info({ stream_id: request.streamId, reason: request.reason }, "cancel received; aborting the provider request");
+          entry.controller.abort(new CancelReason("RUNNEL_ERR_CANCELLED", request.reason || "cancelled"));
+        },
+        { [RunnelAttributes.STREAM_ID]: request.streamId },
+      );
     },
+  });
+
+  // A drain ordered through the control plane (DrainWorker): take no new jobs,
+  // let the running streams finish, report draining, and stay up.
+  const drainSubscription = serveDrain(bus.nc, workerId, () => {
+    if (draining) return;
+    draining = true;
+    wakeSlots();
+    log.info({ streams: running.size }, "drain ordered; taking no new jobs, running streams finish");
   });
 
   const heartbeat = (): controlPlane.WorkerHeartbeat => {
@@ -116,20 +195,37 @@ export function buildWorker(deps: WorkerDeps): Worker {
       return;
     }
     const controller = new AbortController();
+    // The job's consumer span is the stream on this worker, child of the request that queued the job; the job runs in it.
+    const { span, context: processing } = startProcessSpan(
+      { subject: JOBS_SUBJECT, consumerGroup: JOBS_CONSUMER, messageId: job.streamId, bodySize: message.data.length },
+      extractContext(job.traceContext),
+      { [RunnelAttributes.STREAM_ID]: job.streamId, [RunnelAttributes.MODEL]: job.model, "runnel.job.deliveries": message.info.deliveryCount },
+    );
     const entry: Running = {
       controller,
       provider: undefined,
-      done: runJob({ bus, publisher, records, workerId, log, routing: () => table, adapterFor }, job, controller, {
-        onProvider: (provider) => {
-          entry.provider = provider;
-        },
-        // Well within the ack deadline: redelivery only follows a dead worker.
-        keepAlive: () => message.working(),
-        keepAliveMs: Math.max(100, Math.floor(deps.ackWaitMs / 3)),
-      })
+      done: context
+        .bind(processing, runJob)(
+          { bus, publisher, records, workerId, log, routing: () => table, adapterFor, health, report, ...(deps.observe ? { observe: deps.observe } : {}) },
+          job,
+          controller,
+          {
+            onProvider: (provider) => {
+              entry.provider = provider;
+            },
+            // Well within the ack deadline: redelivery only follows a dead worker.
+            keepAlive: () => message.working(),
+            keepAliveMs: Math.max(100, Math.floor(deps.ackWaitMs / 3)),
+          },
+        )
         .then(
-          () => message.ack(),
+          () => {
+            span.end();
+            message.ack();
+          },
           (error: unknown) => {
+            recordFailure(span, error);
+            span.end();
             log.error({ err: error, stream_id: job.streamId }, "job failed outside the stream (NATS?); leaving it for redelivery");
             message.nak(1_000);
           },
@@ -190,6 +286,9 @@ export function buildWorker(deps: WorkerDeps): Worker {
     get inFlight() {
       return running.size;
     },
+    get draining() {
+      return draining;
+    },
     start() {
       link.watchRouting(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_WORKER, workerId, (snapshot) => {
         table = new RoutingTable(snapshot);
@@ -220,6 +319,8 @@ export function buildWorker(deps: WorkerDeps): Worker {
         await all;
       }
       cancelSubscription.unsubscribe();
+      outcomeSubscription.unsubscribe();
+      drainSubscription.unsubscribe();
       publisher.close();
       link.close();
       await agents.close();

@@ -1,31 +1,38 @@
 /**
  * Runs one job: claims the stream (compare-and-set, so no two workers ever
- * generate it), streams from the provider, publishes every event in order on
- * the stream's subject, and records how the stream ended. Every way out ends
- * the stream with `done` or an explicit `error` event.
+ * generate it) or takes it over from a lost worker, streams it across the
+ * model's routes (route-runner.ts), publishes every event in order on the
+ * stream's subject, and records how the stream ended. Every way out ends the
+ * stream with `done` or an explicit `error` event.
  */
 import {
   type Bus,
-  decodeEvent,
   ERRORS,
-  EVENTS_STREAM,
   type EventBody,
+  EventLog,
   EventSequencer,
   encodeEvent,
   eventsSubject,
-  isTerminal,
+  type Failover,
+  FailoverMode,
+  type HealthBook,
   type Job,
   type Logger,
+  OutcomeKind,
+  openAIFinishReason,
+  type Route,
   type RoutingTable,
   RunnelError,
   type StoredRecord,
-  type StreamEvent,
   StreamPhase,
   type StreamRecords,
   toRunnelError,
+  type Usage,
 } from "@runnel/shared";
 import type { EventPublisher } from "./event-publisher.js";
 import type { ProviderAdapter } from "./providers/index.js";
+import { type OutcomeReport, type ResumePoint, RouteRunner } from "./route-runner.js";
+import { NOOP_OBSERVER, type ObserveJob, type StreamObserver } from "./stream-observer.js";
 
 export interface JobContext {
   readonly bus: Bus;
@@ -36,6 +43,12 @@ export interface JobContext {
   readonly log: Logger;
   readonly routing: () => RoutingTable | undefined;
   readonly adapterFor: (type: string) => ProviderAdapter;
+  /** Route health (this worker's outcomes and every other worker's, from the feed). */
+  readonly health: HealthBook;
+  /** Applies an outcome to `health` and publishes it on the feed. */
+  readonly report: (outcome: OutcomeReport) => void;
+  /** Telemetry for one stream; absent: none. */
+  readonly observe?: ObserveJob;
 }
 
 export type JobOutcome = "done" | "failed" | "cancelled" | "skipped";
@@ -59,8 +72,9 @@ export interface JobHooks {
 }
 
 export async function runJob(context: JobContext, job: Job, controller: AbortController, hooks: JobHooks): Promise<JobOutcome> {
-  const { bus, records, workerId } = context;
+  const { records, workerId } = context;
   const log = context.log.child({ stream_id: job.streamId });
+  const observer = context.observe?.(job) ?? NOOP_OBSERVER;
   const now = Date.now();
   const claim = await records.claim({
     streamId: job.streamId,
@@ -74,28 +88,63 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
     errorCode: "",
     cancelReason: "",
     keyId: job.keyId,
+    epoch: 0,
   });
   const subject = eventsSubject(job.streamId);
-  const sequencer = new EventSequencer(job.streamId);
 
   if (!claim.claimed) {
     const existing = claim.existing.state;
     if (existing.phase === StreamPhase.STREAM_PHASE_CANCELLED && !existing.owner) {
       // Cancelled before any worker took it: it never starts. Say so on the
       // stream, so a client still listening ends cleanly.
-      await publishTerminal(bus, subject, sequencer.next(cancelledEvent(existing.cancelReason || "cancelled before start")), log);
+      await publishTerminal(
+        context.bus,
+        subject,
+        new EventSequencer(job.streamId).next(cancelledEvent(existing.cancelReason || "cancelled before start")),
+        log,
+      );
       log.info("job cancelled before it started; not generating");
+      observer.ended("skipped", { errorCode: "RUNNEL_ERR_CANCELLED" });
       return "skipped";
     }
-    if (existing.phase === StreamPhase.STREAM_PHASE_RUNNING) return endLostStream(context, claim.existing, subject, log);
+    if (existing.phase === StreamPhase.STREAM_PHASE_RUNNING) {
+      const takeover = await takeOver(context, job, claim.existing, log);
+      if (!takeover) {
+        observer.ended("skipped", {});
+        return "skipped";
+      }
+      if (takeover.kind === "ended") {
+        observer.ended("failed", { errorCode: "RUNNEL_ERR_WORKER_LOST" });
+        return "failed";
+      }
+      return generate(context, job, controller, hooks, observer, log, takeover.record, takeover.sequencer, takeover.resume);
+    }
     log.info({ phase: existing.phase, owner: existing.owner }, "stream already ended; dropping the redelivered job");
+    observer.ended("skipped", {});
     return "skipped";
   }
+  return generate(context, job, controller, hooks, observer, log, claim.record, new EventSequencer(job.streamId), undefined);
+}
 
-  let record: StoredRecord = claim.record;
+/** Generates the stream (from its start, or from where a lost worker left it) and records how it ended. */
+async function generate(
+  context: JobContext,
+  job: Job,
+  controller: AbortController,
+  hooks: JobHooks,
+  observer: StreamObserver,
+  log: Logger,
+  claimed: StoredRecord,
+  sequencer: EventSequencer,
+  resume: ResumePoint | undefined,
+): Promise<JobOutcome> {
+  const { bus, records, workerId } = context;
+  const subject = eventsSubject(job.streamId);
+  let record = claimed;
   // Keep the job's ack alive and the record fresh (a quiet stream's record is
   // how the ingress tells a live worker from a lost one). A refresh that finds
-  // the record changed under it learns of a cancel it may have missed.
+  // the record changed under it learns of a cancel it may have missed, or that
+  // another worker took the stream over (then this one stops at once).
   let refreshing: Promise<void> = Promise.resolve();
   const refresh = setInterval(() => {
     hooks.keepAlive();
@@ -118,47 +167,52 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
   }, hooks.keepAliveMs);
   let outcome: JobOutcome = "failed";
   let errorCode = "";
-  let providerName = "";
+  let served: Route | undefined;
+  let usage: Usage | undefined;
+  let finishReason: string | undefined;
   const publisher = context.publisher.forStream(job.streamId);
-  const emit = (body: EventBody) => {
-    publisher.publish(sequencer.next(body));
-  };
 
   /** Set once `done` is published; nothing may follow it. */
   let terminal: Promise<void> | undefined;
   try {
-    const route = job.routes[0];
     const table = context.routing();
-    const provider = route ? table?.providerForRoute(job.model, route) : undefined;
-    if (!route || !provider) {
-      throw new RunnelError(
-        "RUNNEL_ERR_NO_ROUTE",
-        route ? `provider "${route.provider}" is not in this worker's routing snapshot` : `job for model "${job.model}" has no route`,
-      );
-    }
-    providerName = provider.name;
-    hooks.onProvider(provider.name);
-    const adapter = context.adapterFor(provider.type);
+    if (!table) throw new RunnelError("RUNNEL_ERR_NO_ROUTE", "this worker has no routing snapshot yet");
     const includeUsage = job.request?.includeUsage === true;
-    await adapter.stream({
-      request: job.request ?? { messages: [], stop: [], tools: [], toolChoiceJson: "", includeUsage: false, user: "" },
-      model: route.model,
-      provider,
-      signal: controller.signal,
-      ready: () => publisher.ready(controller.signal),
-      emit: (body) => {
-        if (body.$case === "done") {
-          // Published at once: the adapter may still be tidying up its connection.
-          terminal = publishTerminal(bus, subject, sequencer.next(body), log);
-          // Awaited once the adapter returns; a failure meanwhile must not be an unhandled rejection.
-          terminal.catch(() => {});
-          return;
-        }
-        // The worker always asks the provider for usage; the stream carries it only when the client asked.
-        if (body.$case === "usage" && !includeUsage) return;
-        emit(body);
+    const runner = new RouteRunner(
+      {
+        table,
+        health: context.health,
+        adapterFor: context.adapterFor,
+        report: (report) => {
+          if (report.kind === OutcomeKind.OUTCOME_KIND_STARTED) hooks.onProvider(report.route.provider);
+          context.report(report);
+        },
+        observer,
+        log,
       },
-    });
+      {
+        job,
+        signal: controller.signal,
+        ready: () => publisher.ready(controller.signal),
+        ...(resume ? { resume } : {}),
+        emit: (body) => {
+          if (body.$case === "done") {
+            finishReason = openAIFinishReason(body.value.finishReason);
+            // Published at once: the adapter may still be tidying up its connection.
+            terminal = publishTerminal(bus, subject, sequencer.next(body), log);
+            // Awaited once the adapter returns; a failure meanwhile must not be an unhandled rejection.
+            terminal.catch(() => {});
+            return;
+          }
+          // The worker always asks the provider for usage; the stream carries it only when the client asked.
+          if (body.$case === "usage" && !includeUsage) return;
+          publisher.publish(sequencer.next(body));
+        },
+      },
+    );
+    const result = await runner.run();
+    served = result.served;
+    usage = result.usage;
     if (!terminal) throw new RunnelError("RUNNEL_ERR_INTERNAL", "adapter resolved without a done event");
     if (publisher.refused > 0) log.error({ refused: publisher.refused }, "the event log refused events of this stream; resuming it may find a hole");
     await terminal;
@@ -175,6 +229,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
         controller.signal.aborted && reason instanceof CancelReason ? new RunnelError(reason.code, reason.message, { cause: caught }) : toRunnelError(caught);
       errorCode = error.code;
       outcome = error.code === "RUNNEL_ERR_CANCELLED" ? "cancelled" : "failed";
+      if (outcome === "cancelled") observer.cancelled(error.message);
       if (outcome === "failed") log.warn({ code: error.code, err: error.message }, "stream failed");
       await publishTerminal(
         bus,
@@ -189,16 +244,22 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
     clearInterval(refresh);
     await refreshing;
   }
+  observer.ended(outcome, {
+    ...(errorCode ? { errorCode } : {}),
+    ...(served ? { served } : {}),
+    ...(usage ? { usage } : {}),
+    ...(finishReason ? { finishReason } : {}),
+  });
 
   // Record the end. A cancel recorded meanwhile wins: the record stays cancelled.
   const phase =
     outcome === "done" ? StreamPhase.STREAM_PHASE_DONE : outcome === "cancelled" ? StreamPhase.STREAM_PHASE_CANCELLED : StreamPhase.STREAM_PHASE_FAILED;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const updated = await records.update(record, { phase, lastSeq: sequencer.last, errorCode, provider: providerName });
+    const updated = await records.update(record, { phase, lastSeq: sequencer.last, errorCode, provider: served?.provider ?? "" });
     if (updated) break;
     const current = await records.get(job.streamId);
     if (!current || current.state.phase === StreamPhase.STREAM_PHASE_CANCELLED || current.state.owner !== workerId) {
-      if (current) await records.update(current, { lastSeq: sequencer.last });
+      if (current && current.state.owner === workerId) await records.update(current, { lastSeq: sequencer.last });
       break;
     }
     record = current;
@@ -207,44 +268,163 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
   return outcome;
 }
 
+/** A stream taken over from a lost worker: the new ownership and where the stream stands. */
+type Takeover =
+  | { kind: "continue"; record: StoredRecord; sequencer: EventSequencer; resume: ResumePoint }
+  /** Ended with RUNNEL_ERR_WORKER_LOST (the model's policy is `error` and tokens went out). */
+  | { kind: "ended" };
+
 /**
  * A job came back while its record says RUNNING: the worker that owned it
- * stopped keeping it alive (it died, or hung past the ack deadline), or this
- * worker restarted. Until streams can be taken over, the stream is ended
- * honestly: the record is moved to FAILED (compare-and-set, so only one
- * worker does this) and a RUNNEL_ERR_WORKER_LOST event follows the last
- * event in the log.
+ * stopped keeping it alive (it died, or hung past the ack deadline). This
+ * worker takes the stream over with a higher epoch (compare-and-set on the
+ * record, so only one worker does), reads what the stream already holds, and
+ * writes a fencing event with JetStream's expected-last-subject-sequence: it
+ * lands only if nothing was written since the read, and readers drop any
+ * event of a lower epoch that follows it (the old worker, back late). Then,
+ * under the model's after-first-token policy: with no token out yet, the
+ * stream simply starts; `restart` and `continue` go on from there; `error`
+ * ends it with RUNNEL_ERR_WORKER_LOST.
  */
-async function endLostStream(context: JobContext, existing: StoredRecord, subject: string, log: Logger): Promise<JobOutcome> {
+async function takeOver(context: JobContext, job: Job, existing: StoredRecord, log: Logger): Promise<Takeover | undefined> {
   const { bus, records, workerId } = context;
-  const taken = await records.update(existing, { phase: StreamPhase.STREAM_PHASE_FAILED, owner: workerId, errorCode: "RUNNEL_ERR_WORKER_LOST" });
-  if (!taken) return "skipped";
-  const last = await lastEvent(bus, subject);
-  if (last && isTerminal(last)) return "skipped";
-  const sequencer = new EventSequencer(existing.state.streamId, last?.seq ?? 0);
-  const message = `worker ${existing.state.owner} stopped while generating this stream`;
-  log.warn({ lost_worker: existing.state.owner, last_seq: sequencer.last }, message);
-  await publishTerminal(
-    bus,
-    subject,
-    sequencer.next({
-      $case: "error",
-      value: { code: "RUNNEL_ERR_WORKER_LOST", message, retryable: true, httpStatus: ERRORS.RUNNEL_ERR_WORKER_LOST.httpStatus },
-    }),
-    log,
-  );
-  await records.update(taken, { lastSeq: sequencer.last });
-  return "failed";
+  const epoch = existing.state.epoch + 1;
+  const lost = existing.state.owner;
+  let record = await records.update(existing, { owner: workerId, epoch });
+  if (!record) return undefined;
+  const subject = eventsSubject(job.streamId);
+  const model = context.routing()?.model(job.model);
+  const policy = model?.afterFirstToken || "error";
+  const reason = `worker ${lost} stopped while generating this stream`;
+  for (let round = 0; round < 5; round++) {
+    const state = await readStream(bus, job.streamId);
+    if (state.terminal) {
+      const phase = state.terminal === "done" ? StreamPhase.STREAM_PHASE_DONE : StreamPhase.STREAM_PHASE_FAILED;
+      await records.update(record, { phase, lastSeq: state.lastSeq });
+      log.info({ lost_worker: lost }, "lost worker had finished the stream; nothing to take over");
+      return undefined;
+    }
+    const sequencer = new EventSequencer(job.streamId, state.lastSeq, epoch);
+    // The route the stream goes on with, as the runner will choose it first.
+    const table = context.routing();
+    const next = table
+      ?.planRoutes(job.model, context.health, job.affinityKey)
+      .find((spec) => context.health.admission(spec).ok && table.providerForRoute(job.model, spec));
+    const failover: Failover = {
+      mode: !state.anyToken
+        ? FailoverMode.FAILOVER_MODE_NEXT_ROUTE
+        : policy === "continue" && !state.nonText && next?.acceptsPrefill
+          ? FailoverMode.FAILOVER_MODE_CONTINUE
+          : FailoverMode.FAILOVER_MODE_RESTART,
+      from: state.from,
+      to: next ? { provider: next.provider, model: next.model } : undefined,
+      reasonCode: "RUNNEL_ERR_WORKER_LOST",
+      reason,
+      takeover: true,
+    };
+    const ending = state.anyToken && policy === "error";
+    const fence = sequencer.next(
+      ending
+        ? {
+            $case: "error",
+            value: { code: "RUNNEL_ERR_WORKER_LOST", message: reason, retryable: true, httpStatus: ERRORS.RUNNEL_ERR_WORKER_LOST.httpStatus },
+          }
+        : { $case: "failover", value: failover },
+    );
+    if (ending) {
+      // Recorded before the event goes out, so a client that sees the end finds the record ended too.
+      record =
+        (await records.update(record, { phase: StreamPhase.STREAM_PHASE_FAILED, errorCode: "RUNNEL_ERR_WORKER_LOST", lastSeq: sequencer.last })) ?? record;
+    }
+    try {
+      await bus.js.publish(subject, encodeEvent(fence), { expect: { lastSubjectSequence: state.lastStreamSeq }, timeout: 5_000 });
+    } catch (error) {
+      if (error instanceof Error && /wrong last sequence/i.test(error.message)) {
+        // The lost worker wrote meanwhile: read again.
+        continue;
+      }
+      throw error;
+    }
+    log.warn({ lost_worker: lost, last_seq: state.lastSeq, epoch, policy, any_token: state.anyToken }, `taking over: ${reason}`);
+    if (ending) return { kind: "ended" };
+    record = (await records.update(record, { lastSeq: sequencer.last })) ?? record;
+    return {
+      kind: "continue",
+      record,
+      sequencer,
+      resume: {
+        partialText: failover.mode === FailoverMode.FAILOVER_MODE_CONTINUE ? state.partialText : "",
+        anyToken: state.anyToken,
+        nonText: state.nonText,
+        from: state.from,
+        announced: failover.mode,
+        to: failover.to,
+      },
+    };
+  }
+  throw new RunnelError("RUNNEL_ERR_INTERNAL", "could not fence the stream: its lost worker keeps writing");
 }
 
-/** The last event of a stream in the replay log, if any. */
-async function lastEvent(bus: Bus, subject: string): Promise<StreamEvent | undefined> {
+/** What a stream's log says about it, for a takeover. */
+interface StreamSoFar {
+  lastSeq: number;
+  /** JetStream sequence of the stream's last message (0: none). */
+  lastStreamSeq: number;
+  terminal: "done" | "error" | undefined;
+  anyToken: boolean;
+  partialText: string;
+  nonText: boolean;
+  from: Route | undefined;
+}
+
+/** Reads a stream's events from the log, applying the epoch fencing readers apply. */
+async function readStream(bus: Bus, streamId: string): Promise<StreamSoFar> {
+  const state: StreamSoFar = { lastSeq: 0, lastStreamSeq: 0, terminal: undefined, anyToken: false, partialText: "", nonText: false, from: undefined };
+  const cursor = new EventLog(bus).cursor(streamId);
+  let epoch = 0;
   try {
-    const stored = await bus.jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: subject });
-    return stored ? decodeEvent(stored.data) : undefined;
-  } catch (error) {
-    if (error instanceof Error && /no message found/i.test(error.message)) return undefined;
-    throw error;
+    for (;;) {
+      const batch = await cursor.read(0, 1024);
+      for (const [index, event] of batch.events.entries()) {
+        state.lastStreamSeq = batch.streamSeqs[index] ?? state.lastStreamSeq;
+        if (event.epoch < epoch || event.seq <= state.lastSeq) continue;
+        epoch = event.epoch;
+        state.lastSeq = event.seq;
+        const body = event.event;
+        switch (body?.$case) {
+          case "started":
+            state.from = { provider: body.value.provider, model: body.value.model };
+            break;
+          case "textDelta":
+            state.anyToken = true;
+            state.partialText += body.value.text;
+            break;
+          case "toolCallDelta":
+          case "reasoningDelta":
+            state.anyToken = true;
+            state.nonText = true;
+            break;
+          case "failover":
+            if (body.value.to) state.from = body.value.to;
+            if (body.value.mode === FailoverMode.FAILOVER_MODE_RESTART) {
+              state.partialText = "";
+              state.nonText = false;
+            }
+            break;
+          case "done":
+            state.terminal = "done";
+            break;
+          case "error":
+            state.terminal = "error";
+            break;
+          default:
+            break;
+        }
+      }
+      if (batch.caughtUp) return state;
+    }
+  } finally {
+    await cursor.close();
   }
 }
 

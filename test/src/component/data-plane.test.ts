@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
-import { EventLog, StreamHub, StreamReader } from "@runnel/ingress";
+import { StreamHub, StreamReader } from "@runnel/ingress";
 import { buildMockProvider, type MockProvider, mockText } from "@runnel/mock-provider";
 import {
   type Bus,
@@ -22,6 +22,7 @@ import {
   controlPlane,
   createLogger,
   decodeEvent,
+  EventLog,
   encodeEvent,
   encodeJob,
   ensureTopology,
@@ -288,6 +289,7 @@ models:
       errorCode: "",
       cancelReason: "",
       keyId: "",
+      epoch: 0,
     });
     assert.equal(claimed.claimed, true);
     await bus.js.publish(
@@ -428,7 +430,7 @@ models:
       errorCode: "",
       cancelReason: "",
       keyId: "",
-      affinityKey: "",
+      epoch: 0,
     };
     const results = await Promise.all([records.claim({ ...base, owner: "a" }), records.claim({ ...base, owner: "b" }), records.claim({ ...base, owner: "c" })]);
     assert.equal(results.filter((result) => result.claimed).length, 1);

@@ -47,6 +47,7 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
       headers: { "x-runnel-resume-token": context.auth.resumeToken(streamId) },
+      onSlowClient: (kind) => context.telemetry.slowClient(format, kind),
       onAbandon: (reason, detach) => {
         streamLog.info({ reason, detach }, "client left the stream");
         context.streams.abandoned(streamId, reason, detach);
@@ -56,7 +57,7 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
         untrack();
       },
     });
-    untrack = context.track(handle);
+    untrack = context.track(handle, format);
     if (ended) untrack();
     return reply;
   });

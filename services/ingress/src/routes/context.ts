@@ -2,6 +2,7 @@ import type { Logger, RoutingTable, RunnelConfig } from "@runnel/shared";
 import type { Auth } from "../auth.js";
 import type { OpenStream } from "../stream-writer.js";
 import type { StreamService } from "../streams.js";
+import type { IngressTelemetry, Transport } from "../telemetry.js";
 
 /** What every transport's routes need from the ingress. */
 export interface RouteContext {
@@ -9,10 +10,12 @@ export interface RouteContext {
   readonly auth: Auth;
   readonly log: Logger;
   readonly options: Readonly<RunnelConfig["ingress"]>;
+  /** Stream metrics and span events. */
+  readonly telemetry: IngressTelemetry;
   /** The last routing snapshot; throws RUNNEL_ERR_NOT_READY before the first. */
   readonly routing: () => RoutingTable;
   /** Throws RUNNEL_ERR_SHUTTING_DOWN once shutdown began. */
   readonly refuseIfClosing: () => void;
-  /** Registers an open response so shutdown can end it; returns the function to call when it ends. */
-  readonly track: (stream: OpenStream) => () => void;
+  /** Registers an open response (counted as an active stream of `transport`) so shutdown can end it; returns the function to call when it ends. */
+  readonly track: (stream: OpenStream, transport: Transport) => () => void;
 }

@@ -70,6 +70,7 @@ export function registerMessages(app: FastifyInstance, context: RouteContext): v
           // Anthropic's SDKs expose this header as the request id.
           "request-id": `req_${streamId}`,
         },
+        onSlowClient: (kind) => context.telemetry.slowClient(streaming ? "sse" : "json", kind),
         onAbandon: (reason, detach) => {
           streamLog.info({ reason, detach }, "client left the stream");
           context.streams.abandoned(streamId, reason, detach);
@@ -79,7 +80,7 @@ export function registerMessages(app: FastifyInstance, context: RouteContext): v
           untrack();
         },
       });
-      untrack = context.track(handle);
+      untrack = context.track(handle, streaming ? "sse" : "json");
       if (ended) untrack();
       return reply;
     });

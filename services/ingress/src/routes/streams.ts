@@ -104,7 +104,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       return reply.code(204).send();
     }
     const reader = context.streams.reader(streamId, after, true);
-    context.streams.attached(streamId);
+    context.streams.attached(streamId, after, "sse");
     request.log.info({ stream_id: streamId, after }, "stream resumed");
     reply.hijack();
     let untrack: () => void = () => {};
@@ -116,13 +116,14 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       heartbeatIntervalMs: context.options.heartbeatInterval,
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
+      onSlowClient: (kind) => context.telemetry.slowClient("sse", kind),
       onAbandon: (reason, detach) => context.streams.abandoned(streamId, reason, detach),
       onEnd: () => {
         ended = true;
         untrack();
       },
     });
-    untrack = context.track(handle);
+    untrack = context.track(handle, "sse");
     if (ended) untrack();
     return reply;
   });
@@ -134,7 +135,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const endedAt = await context.streams.endedAt(streamId, record);
     if (endedAt !== undefined && query.after >= endedAt) return { events: [], next: query.after, done: true };
     const reader = context.streams.reader(streamId, query.after, true);
-    context.streams.attached(streamId);
+    context.streams.attached(streamId, query.after, "deltas");
     const chunks = chunkContext(streamId, record);
     const events: unknown[] = [];
     let next = query.after;

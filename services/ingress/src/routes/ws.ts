@@ -291,7 +291,7 @@ class Session {
     this.#ended.delete(key);
     this.#running.set(key, running);
     // Shutdown waits for running streams, then ends those left by closing their socket with 1012.
-    running.untrack = this.#context.track({ shutdown: () => this.shutdown() });
+    running.untrack = this.#context.track({ shutdown: () => this.shutdown() }, "websocket");
     return running;
   }
 
@@ -362,7 +362,7 @@ class Session {
       return;
     }
     const reader = context.streams.reader(streamId, after, true);
-    context.streams.attached(streamId);
+    context.streams.attached(streamId, after, "websocket");
     context.log.info({ stream_id: streamId, after }, "stream resumed over websocket");
     this.#begin(running, streamId, reader, resumedChunkContext(streamId, record));
   }
@@ -448,6 +448,7 @@ class Session {
   /** The client is behind: every reader waits (its events wait in the log) until the socket drains. */
   #congest(): void {
     this.#congested = true;
+    this.#context.telemetry.slowClient("websocket", "paused");
     for (const running of this.#running.values()) running.reader?.pause();
     this.#lastBuffered = this.#ws.bufferedAmount;
     this.#progressAt = Date.now();
@@ -466,6 +467,7 @@ class Session {
     const stuckMs = this.#context.options.stuckClientTimeout;
     if (now - this.#progressAt >= stuckMs) {
       this.#context.log.info({ streams: this.#running.size, buffered }, "websocket client read nothing; closing it");
+      this.#context.telemetry.slowClient("websocket", "cut");
       this.#end(WS_CLOSE.STUCK_CLIENT, `read nothing for ${stuckMs} ms`, "client stopped reading (websocket)", false);
     }
   }

@@ -394,7 +394,7 @@ describe("Anthropic adapter against an HTTP server", () => {
 
   test("error answers map to catalogued codes with Anthropic's type and message", BOUNDED, async (t) => {
     const cases: Array<[number, string, string, string]> = [
-      [400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", "RUNNEL_ERR_PROVIDER_BAD_REQUEST"],
+      [400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", "RUNNEL_ERR_CONTEXT_LENGTH"],
       [401, "authentication_error", "invalid x-api-key", "RUNNEL_ERR_PROVIDER_AUTH"],
       [403, "permission_error", "Your API key does not have permission to use the specified resource.", "RUNNEL_ERR_PROVIDER_AUTH"],
       [429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit", "RUNNEL_ERR_PROVIDER_RATE_LIMITED"],

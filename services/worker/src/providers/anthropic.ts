@@ -9,7 +9,7 @@
 import { type ChatMessage, type ChatRequest, type ContentPart, FinishReason, RunnelError } from "@runnel/shared";
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
-import { type ErrorDetail, ProviderError, safeJson } from "./http.js";
+import { type ErrorDetail, ProviderError, refineBadRequest, safeJson } from "./http.js";
 import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf } from "./sse-stream.js";
 import type { ProviderAdapter, StreamCall } from "./types.js";
 
@@ -97,7 +97,7 @@ export function errorFromAnthropicType(type: string, message: string): ProviderE
     case "invalid_request_error":
     case "not_found_error":
     case "request_too_large":
-      return new ProviderError("RUNNEL_ERR_PROVIDER_BAD_REQUEST", text, { retry: false });
+      return new ProviderError(refineBadRequest("RUNNEL_ERR_PROVIDER_BAD_REQUEST", message), text, { retry: false });
     case "timeout_error":
       return new ProviderError("RUNNEL_ERR_PROVIDER_TIMEOUT", text, { retry: true });
     default:

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { type ChatRequest, type ContentPart, type ErrorCode, FinishReason, RunnelError } from "@runnel/shared";
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
-import { type ErrorDetail, ProviderError, safeJson } from "./http.js";
+import { type ErrorDetail, ProviderError, refineBadRequest, safeJson } from "./http.js";
 import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf, validChunk } from "./sse-stream.js";
 import type { ProviderAdapter, StreamCall } from "./types.js";
 
@@ -85,7 +85,7 @@ function errorFromGoogleStatus(status: string | null | undefined, code: number |
     runnelCode = "RUNNEL_ERR_PROVIDER_AUTH";
     retry = false;
   } else if (status === "INVALID_ARGUMENT" || status === "FAILED_PRECONDITION" || status === "NOT_FOUND" || code === 400 || code === 404) {
-    runnelCode = "RUNNEL_ERR_PROVIDER_BAD_REQUEST";
+    runnelCode = refineBadRequest("RUNNEL_ERR_PROVIDER_BAD_REQUEST", message);
     retry = false;
   } else if (status === "DEADLINE_EXCEEDED" || code === 504) runnelCode = "RUNNEL_ERR_PROVIDER_TIMEOUT";
   return new ProviderError(runnelCode, text, { retry });

@@ -88,12 +88,23 @@ export function errorFromStatus(statusCode: number, detail: ErrorDetail, retryAf
   const { code, retry } = classifyStatus(statusCode);
   const retryAfterMs = parseRetryAfter(retryAfterHeader) ?? detail.retryAfterMs;
   const suffix = retryAfterMs === undefined ? "" : ` (retry after ${(retryAfterMs / 1000).toFixed(retryAfterMs % 1000 === 0 ? 0 : 1)}s)`;
-  const finalCode = detail.code ?? code;
+  const finalCode = detail.code ?? refineBadRequest(code, detail.message);
   return new ProviderError(finalCode, `provider answered ${statusCode}: ${detail.message}${suffix}`, {
     retry: retry && (finalCode === code || ERRORS[finalCode].retryable),
     retryAfterMs,
     status: statusCode,
   });
+}
+
+const CONTEXT_LENGTH = /context length|context window|maximum context|prompt is too long|too many tokens|exceeds the (model's )?(maximum )?(input|context)/i;
+const CONTENT_POLICY = /content.?policy|content management policy|safety system|responsible ai|flagged as|blocked by (the )?safety/i;
+
+/** A 400 that says the prompt is too long, or that the content policy refused it: failover treats both apart. */
+export function refineBadRequest(code: ErrorCode, message: string): ErrorCode {
+  if (code !== "RUNNEL_ERR_PROVIDER_BAD_REQUEST") return code;
+  if (CONTEXT_LENGTH.test(message)) return "RUNNEL_ERR_CONTEXT_LENGTH";
+  if (CONTENT_POLICY.test(message)) return "RUNNEL_ERR_CONTENT_POLICY";
+  return code;
 }
 
 /** Maps a transport failure (connect refused, reset, connect timeout) to a catalogued error. */

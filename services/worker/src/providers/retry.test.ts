@@ -179,8 +179,8 @@ describe("retries before the first token, against an HTTP server", () => {
   });
 
   for (const [code, message, expected] of [
-    [400, "This model's maximum context length is 8192 tokens.", "RUNNEL_ERR_PROVIDER_BAD_REQUEST"],
-    [400, "Your request was rejected as a result of our safety system.", "RUNNEL_ERR_PROVIDER_BAD_REQUEST"],
+    [400, "This model's maximum context length is 8192 tokens.", "RUNNEL_ERR_CONTEXT_LENGTH"],
+    [400, "Your request was rejected as a result of our safety system.", "RUNNEL_ERR_CONTENT_POLICY"],
     [401, "Incorrect API key provided", "RUNNEL_ERR_PROVIDER_AUTH"],
     [403, "Forbidden", "RUNNEL_ERR_PROVIDER_AUTH"],
     [404, "The model does not exist", "RUNNEL_ERR_PROVIDER_BAD_REQUEST"],

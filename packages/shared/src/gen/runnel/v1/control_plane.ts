@@ -422,6 +422,8 @@ export interface StreamState {
   cancelReason: string;
   /** The API key name that opened the stream, copied from the job. */
   keyId: string;
+  /** Ownership epoch: raised by every takeover; the owner stamps it on its events. */
+  epoch: number;
 }
 
 export interface ListStreamsRequest {
@@ -2832,6 +2834,7 @@ function createBaseStreamState(): StreamState {
     errorCode: "",
     cancelReason: "",
     keyId: "",
+    epoch: 0,
   };
 }
 
@@ -2869,6 +2872,9 @@ export const StreamState: MessageFns<StreamState> = {
     }
     if (message.keyId !== "") {
       writer.uint32(90).string(message.keyId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(96).uint32(message.epoch);
     }
     return writer;
   },
@@ -2974,6 +2980,14 @@ export const StreamState: MessageFns<StreamState> = {
             message.keyId = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.epoch = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3027,6 +3041,7 @@ export const StreamState: MessageFns<StreamState> = {
         : isSet(object.key_id)
         ? globalThis.String(object.key_id)
         : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
     };
   },
 
@@ -3065,6 +3080,9 @@ export const StreamState: MessageFns<StreamState> = {
     if (message.keyId !== "") {
       obj.keyId = message.keyId;
     }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
     return obj;
   },
 
@@ -3084,6 +3102,7 @@ export const StreamState: MessageFns<StreamState> = {
     message.errorCode = object.errorCode ?? "";
     message.cancelReason = object.cancelReason ?? "";
     message.keyId = object.keyId ?? "";
+    message.epoch = object.epoch ?? 0;
     return message;
   },
 };

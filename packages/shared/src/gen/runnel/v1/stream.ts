@@ -190,7 +190,11 @@ export interface Job {
   request:
     | ChatRequest
     | undefined;
-  /** Candidate routes, in the order the ingress chose them. */
+  /**
+   * Routes pinned for this job, in order (tests, admin tools). Empty (what the
+   * ingress sends): the worker plans the model's routes with its strategy and
+   * live health when it starts the job.
+   */
   routes: Route[];
   createdAtMs: number;
   /** The routing snapshot version the ingress decided from. */

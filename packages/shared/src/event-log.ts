@@ -3,7 +3,9 @@
  * JetStream stream): resume, polling and clients that fell behind all read
  * here, at their own pace, instead of holding events in ingress memory.
  */
-import { type Bus, DeliverPolicy, decodeEvent, EVENTS_STREAM, eventsSubject, type StreamEvent } from "@runnel/shared";
+import { type Bus, DeliverPolicy } from "./bus.js";
+import { decodeEvent, type StreamEvent } from "./events.js";
+import { EVENTS_STREAM, eventsSubject } from "./subjects.js";
 
 export interface LogBatch {
   /** Events with seq > `after`, in order, at most `limit`. */

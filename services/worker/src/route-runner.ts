@@ -1,0 +1,502 @@
+/**
+ * Runs one stream across a model's routes: load distribution (the model's
+ * strategy over live health), failover before the first token, hedging, and
+ * the after-first-token policy (`error`, `restart`, `continue`). Every switch
+ * is announced on the stream with a `failover` event.
+ *
+ * The caller owns the stream (sequence numbers, publishing, records); this
+ * module only decides which provider request produces the events it emits.
+ * An attempt's events are held until it produces its first token, so a
+ * losing or failing attempt leaves no trace on the stream.
+ */
+import {
+  type ChatRequest,
+  type EventBody,
+  type Failover,
+  FailoverMode,
+  type HealthBook,
+  type Job,
+  type Logger,
+  type ModelSpec,
+  OutcomeKind,
+  type Route,
+  type RouteSpec,
+  type RoutingTable,
+  RunnelError,
+  toRunnelError,
+  type Usage,
+} from "@runnel/shared";
+import type { ProviderAdapter } from "./providers/index.js";
+import type { AttemptInfo, StreamObserver } from "./stream-observer.js";
+
+/** What the runner reports about one route; the caller adds worker id, in-flight and time, applies it and publishes it. */
+export interface OutcomeReport {
+  readonly route: Route;
+  readonly kind: OutcomeKind;
+  readonly ttftMs?: number;
+  readonly retryAfterMs?: number;
+  readonly tokens?: number;
+  readonly errorCode?: string;
+}
+
+export interface RouteRunnerDeps {
+  readonly table: RoutingTable;
+  readonly health: HealthBook;
+  readonly adapterFor: (type: string) => ProviderAdapter;
+  readonly report: (outcome: OutcomeReport) => void;
+  readonly observer: StreamObserver;
+  readonly log: Logger;
+  readonly random?: () => number;
+}
+
+/** Where a stream taken over from a lost worker stands. */
+export interface ResumePoint {
+  /** Text the client already has (since the last restart). */
+  readonly partialText: string;
+  /** Whether the client already has tokens. */
+  readonly anyToken: boolean;
+  /** Tool calls or reasoning were streamed: a continuation cannot reproduce them. */
+  readonly nonText: boolean;
+  /** The route that was serving it. */
+  readonly from: Route | undefined;
+  /** The mode the takeover's fencing event announced: the first winner does not announce it again. */
+  readonly announced: FailoverMode | undefined;
+  /** The route the fencing event named as the next one: tried first. */
+  readonly to: Route | undefined;
+}
+
+export interface RunInput {
+  readonly job: Job;
+  /** The stream's signal: cancel, shutdown. */
+  readonly signal: AbortSignal;
+  /** Emits to the stream, in order (`done` included). */
+  readonly emit: (body: EventBody) => void;
+  /** Bus backpressure for the serving attempt. */
+  readonly ready: () => Promise<void> | undefined;
+  readonly resume?: ResumePoint;
+}
+
+/** The route that served the stream, and its usage. */
+export interface RunResult {
+  readonly served: Route;
+  readonly usage: Usage | undefined;
+}
+
+type Settled = { ok: true } | { ok: false; error: RunnelError };
+
+/** One provider request on one route. */
+class Attempt {
+  readonly controller = new AbortController();
+  readonly startedAt = performance.now();
+  readonly info: AttemptInfo;
+  /** Events held until this attempt wins. */
+  held: EventBody[] = [];
+  forward: ((body: EventBody) => void) | undefined;
+  gotFirst = false;
+  usage: Usage | undefined;
+  settledWith: Settled | undefined;
+  readonly first: Promise<Attempt>;
+  settled!: Promise<Settled>;
+  #markFirst!: (attempt: Attempt) => void;
+
+  constructor(
+    readonly spec: RouteSpec,
+    info: AttemptInfo,
+  ) {
+    this.info = info;
+    this.first = new Promise((resolve) => {
+      this.#markFirst = resolve;
+    });
+  }
+
+  get route(): Route {
+    return { provider: this.spec.provider, model: this.spec.model };
+  }
+
+  receive(body: EventBody): void {
+    if (body.$case === "usage") this.usage = body.value;
+    if (this.forward) {
+      this.forward(body);
+      return;
+    }
+    this.held.push(body);
+    if (!this.gotFirst && body.$case !== "started" && body.$case !== "usage") {
+      this.gotFirst = true;
+      this.#markFirst(this);
+    }
+  }
+}
+
+/** Failures a next route may fix, before the first token. */
+function failsOver(error: RunnelError, model: ModelSpec | undefined): boolean {
+  switch (error.code) {
+    case "RUNNEL_ERR_PROVIDER_RATE_LIMITED":
+    case "RUNNEL_ERR_PROVIDER_UNAVAILABLE":
+    case "RUNNEL_ERR_PROVIDER_TIMEOUT":
+    case "RUNNEL_ERR_PROVIDER_STREAM_CUT":
+    case "RUNNEL_ERR_PROVIDER_BAD_RESPONSE":
+    case "RUNNEL_ERR_PROVIDER_AUTH":
+    case "RUNNEL_ERR_NO_ROUTE":
+    case "RUNNEL_ERR_CONTEXT_LENGTH":
+      return true;
+    case "RUNNEL_ERR_CONTENT_POLICY":
+      return model?.failoverOnContentPolicy === true;
+    default:
+      return false;
+  }
+}
+
+/** How a failure counts against the route's health. */
+function outcomeKind(error: RunnelError): OutcomeKind {
+  switch (error.code) {
+    case "RUNNEL_ERR_PROVIDER_RATE_LIMITED":
+      return OutcomeKind.OUTCOME_KIND_RATE_LIMITED;
+    case "RUNNEL_ERR_PROVIDER_UNAVAILABLE":
+    case "RUNNEL_ERR_PROVIDER_TIMEOUT":
+    case "RUNNEL_ERR_PROVIDER_STREAM_CUT":
+    case "RUNNEL_ERR_PROVIDER_BAD_RESPONSE":
+    case "RUNNEL_ERR_PROVIDER_AUTH":
+      return OutcomeKind.OUTCOME_KIND_FAILED;
+    default:
+      // Cancelled, a client error, a lost hedge: no verdict on the route.
+      return OutcomeKind.OUTCOME_KIND_RELEASED;
+  }
+}
+
+/** The routes a job pins, with the model's settings for those it declares (defaults for the others). */
+function pinnedSpecs(job: Job, model: ModelSpec | undefined): RouteSpec[] {
+  return job.routes.map(
+    (route) =>
+      model?.routes.find((spec) => spec.provider === route.provider && spec.model === route.model) ?? {
+        ...route,
+        weight: 1,
+        priority: 0,
+        timeouts: undefined,
+        acceptsPrefill: false,
+        contextWindow: 0,
+      },
+  );
+}
+
+export class RouteRunner {
+  readonly #deps: RouteRunnerDeps;
+  readonly #input: RunInput;
+  readonly #model: ModelSpec | undefined;
+  readonly #queue: RouteSpec[];
+  readonly #maxRoutes: number;
+  readonly #budgetMs: number;
+  readonly #hedgeAfterMs: number;
+  readonly #policy: string;
+  readonly #startedAt = performance.now();
+  #tried = 0;
+  /** Skipped routes and why, for the error when nothing is left. */
+  readonly #skipped: string[] = [];
+  /** Failures before the current winner, for the error when nothing is left. */
+  #lastError: RunnelError | undefined;
+  /** The failure after the first token that started the current failover: never masked by what follows. */
+  #original: RunnelError | undefined;
+  /** Text the client has since the last restart, for a continuation. */
+  #partial: string;
+  #anyToken: boolean;
+  #nonText: boolean;
+  #served: Route | undefined;
+  #startedSent = false;
+  /** The switch the takeover's fencing event already announced: not announced twice. */
+  #announced: FailoverMode | undefined;
+  #announcedTo: Route | undefined;
+  /** A context-length failure: only routes with a window larger than this may follow. */
+  #needWindow = -1;
+
+  constructor(deps: RouteRunnerDeps, input: RunInput) {
+    this.#deps = deps;
+    this.#input = input;
+    const { table } = deps;
+    this.#model = table.model(input.job.model);
+    const planned =
+      input.job.routes.length > 0 ? pinnedSpecs(input.job, this.#model) : table.planRoutes(input.job.model, deps.health, input.job.affinityKey, deps.random);
+    const announcedTo = input.resume?.to;
+    const promised = announcedTo ? planned.findIndex((spec) => spec.provider === announcedTo.provider && spec.model === announcedTo.model) : -1;
+    if (promised > 0) planned.unshift(...planned.splice(promised, 1));
+    this.#queue = planned;
+    this.#announcedTo = announcedTo;
+    this.#maxRoutes = this.#model?.maxRoutes || 3;
+    this.#budgetMs = this.#model?.failoverBudgetMs || 30_000;
+    this.#hedgeAfterMs = this.#model?.hedgeAfterMs ?? 0;
+    this.#policy = this.#model?.afterFirstToken || "error";
+    this.#partial = input.resume?.partialText ?? "";
+    this.#anyToken = input.resume?.anyToken ?? false;
+    this.#nonText = input.resume?.nonText ?? false;
+    this.#served = input.resume?.from;
+    this.#announced = input.resume?.announced;
+    // A takeover already has its `started` on the stream.
+    this.#startedSent = input.resume?.anyToken ?? false;
+  }
+
+  /** Runs until `done` was emitted; throws a RunnelError when the stream must end with an error. */
+  async run(): Promise<RunResult> {
+    for (;;) {
+      let winner: Attempt;
+      try {
+        winner = await this.#pickWinner();
+      } catch (error) {
+        const failure = toRunnelError(error);
+        if (this.#original && failure.code !== "RUNNEL_ERR_CANCELLED" && failure.code !== "RUNNEL_ERR_SHUTTING_DOWN") {
+          // A failover after the first token failed too: the client hears of the original failure.
+          throw new RunnelError(this.#original.code, `${this.#original.message}; failing over did not help: ${failure.message}`, { cause: this.#original });
+        }
+        throw failure;
+      }
+      const outcome = await winner.settled;
+      if (outcome.ok) {
+        this.#report(winner, OutcomeKind.OUTCOME_KIND_SUCCEEDED);
+        return { served: winner.route, usage: winner.usage };
+      }
+      // Failed after its first token.
+      const error = outcome.error;
+      this.#report(winner, outcomeKind(error), error);
+      this.#deps.observer.attemptEnded(winner.info, error.code);
+      if (this.#input.signal.aborted || this.#policy === "error" || !failsOver(error, this.#model) || error.code === "RUNNEL_ERR_CONTEXT_LENGTH") {
+        throw error;
+      }
+      this.#original ??= error;
+      this.#lastError = error;
+      this.#deps.log.warn({ provider: winner.spec.provider, code: error.code, policy: this.#policy }, "route failed after the first token; failing over");
+    }
+  }
+
+  /** Starts routes until one produces a first token (hedging when configured); throws when none can. */
+  async #pickWinner(): Promise<Attempt> {
+    const active = new Set<Attempt>();
+    const first = this.#launchNext(false);
+    if (!first) throw this.#nothingLeft();
+    active.add(first);
+    let hedged = false;
+    for (;;) {
+      const races: Promise<{ kind: "first" | "settled" | "hedge"; attempt?: Attempt }>[] = [];
+      for (const attempt of active) races.push(attempt.first.then(() => ({ kind: "first" as const, attempt })));
+      for (const attempt of active) races.push(attempt.settled.then(() => ({ kind: "settled" as const, attempt })));
+      let hedgeTimer: NodeJS.Timeout | undefined;
+      if (this.#hedgeAfterMs > 0 && !hedged && active.size === 1 && this.#queue.length > 0) {
+        const [only] = active;
+        const wait = Math.max(0, this.#hedgeAfterMs - (performance.now() - (only as Attempt).startedAt));
+        races.push(
+          new Promise((resolve) => {
+            hedgeTimer = setTimeout(() => resolve({ kind: "hedge" }), wait);
+          }),
+        );
+      }
+      const result = await Promise.race(races);
+      if (hedgeTimer) clearTimeout(hedgeTimer);
+      if (result.kind === "hedge") {
+        hedged = true;
+        const hedge = this.#launchNext(true);
+        if (hedge) active.add(hedge);
+        continue;
+      }
+      const attempt = result.attempt as Attempt;
+      if (result.kind === "first" || (attempt.settledWith?.ok && attempt.gotFirst)) {
+        for (const other of active) {
+          if (other === attempt) continue;
+          other.controller.abort(new RunnelError("RUNNEL_ERR_CANCELLED", "another route answered first"));
+          this.#report(other, OutcomeKind.OUTCOME_KIND_RELEASED);
+          this.#deps.observer.attemptEnded(other.info, "RUNNEL_ERR_CANCELLED");
+        }
+        this.#win(attempt, first);
+        return attempt;
+      }
+      // Settled without a first token: it failed (an adapter that resolves has emitted `done`, a first token).
+      active.delete(attempt);
+      const error = attempt.settledWith?.ok === false ? attempt.settledWith.error : new RunnelError("RUNNEL_ERR_INTERNAL", "attempt ended without a token");
+      this.#report(attempt, outcomeKind(error), error);
+      this.#deps.observer.attemptEnded(attempt.info, error.code);
+      if (this.#input.signal.aborted) throw error;
+      if (attempt.info.prefill && error.code === "RUNNEL_ERR_PROVIDER_BAD_REQUEST") {
+        // The route refused the prefill: the same route, restarted, without it.
+        this.#deps.log.warn({ provider: attempt.spec.provider, err: error.message }, "route rejected the prefill; restarting there instead");
+        this.#queue.unshift({ ...attempt.spec, acceptsPrefill: false });
+        this.#tried -= 1;
+      } else if (!failsOver(error, this.#model)) {
+        if (active.size === 0) throw error;
+        continue;
+      } else {
+        this.#lastError = error;
+        if (error.code === "RUNNEL_ERR_CONTEXT_LENGTH") this.#needWindow = Math.max(this.#needWindow, attempt.spec.contextWindow);
+      }
+      if (active.size === 0) {
+        const next = this.#launchNext(false);
+        if (!next) throw this.#nothingLeft();
+        active.add(next);
+      }
+    }
+  }
+
+  /** The next admissible route, started; undefined when none is left within the limits. */
+  #launchNext(hedge: boolean): Attempt | undefined {
+    const { health, table } = this.#deps;
+    while (this.#queue.length > 0) {
+      if (this.#tried >= this.#maxRoutes) {
+        this.#skipped.push(`the model's limit of ${this.#maxRoutes} routes was reached`);
+        return undefined;
+      }
+      if (this.#tried > 0 && performance.now() - this.#startedAt > this.#budgetMs) {
+        this.#skipped.push(`the failover budget of ${this.#budgetMs} ms was spent`);
+        return undefined;
+      }
+      const spec = this.#queue.shift() as RouteSpec;
+      const route = { provider: spec.provider, model: spec.model };
+      const name = `${spec.provider}/${spec.model}`;
+      if (this.#needWindow >= 0 && !(spec.contextWindow > this.#needWindow)) {
+        this.#skipped.push(`${name}: context window not larger than the one that was exceeded`);
+        continue;
+      }
+      const admission = health.admission(route);
+      if (!admission.ok) {
+        this.#skipped.push(`${name}: ${admission.reason} for ${admission.retryAfterMs} ms`);
+        continue;
+      }
+      const provider = table.providerForRoute(this.#input.job.model, route);
+      if (!provider) {
+        this.#skipped.push(`${name}: provider not in this worker's routing snapshot`);
+        continue;
+      }
+      const prefill = this.#anyToken && this.#policy === "continue" && spec.acceptsPrefill && !this.#nonText;
+      this.#tried += 1;
+      const attempt = new Attempt(spec, { route, providerType: provider.type, index: this.#tried, hedge, prefill });
+      this.#start(attempt, provider, prefill);
+      return attempt;
+    }
+    return undefined;
+  }
+
+  #start(attempt: Attempt, provider: NonNullable<ReturnType<RoutingTable["providerForRoute"]>>, prefill: boolean): void {
+    const { signal } = this.#input;
+    const onAbort = () => attempt.controller.abort(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    this.#report(attempt, OutcomeKind.OUTCOME_KIND_STARTED);
+    this.#deps.observer.attemptStarted(attempt.info);
+    const request = prefill ? withPrefill(this.#input.job.request, this.#partial) : (this.#input.job.request ?? emptyRequest());
+    const firstToken = attempt.first.then(() => {
+      const ttftMs = Math.round(performance.now() - attempt.startedAt);
+      this.#report(attempt, OutcomeKind.OUTCOME_KIND_FIRST_TOKEN, undefined, ttftMs);
+      this.#deps.observer.firstToken(attempt.info, ttftMs);
+    });
+    attempt.settled = this.#deps
+      .adapterFor(provider.type)
+      .stream({
+        request,
+        model: attempt.spec.model,
+        provider,
+        signal: attempt.controller.signal,
+        ready: () => (attempt.forward ? this.#input.ready() : undefined),
+        emit: (body) => attempt.receive(body),
+      })
+      .then(
+        (): Settled => ({ ok: true }),
+        (error: unknown): Settled => {
+          if (attempt.controller.signal.aborted) {
+            // Cancelled (the stream, or a lost hedge): no verdict on the route.
+            const reason: unknown = attempt.controller.signal.reason;
+            return {
+              ok: false,
+              error:
+                reason instanceof RunnelError
+                  ? reason
+                  : new RunnelError("RUNNEL_ERR_CANCELLED", reason instanceof Error ? reason.message : "cancelled", { cause: error }),
+            };
+          }
+          return { ok: false, error: toRunnelError(error) };
+        },
+      )
+      .then(async (settled) => {
+        // The first-token report goes before the verdict, so health sees them in order.
+        if (attempt.gotFirst) await firstToken;
+        attempt.settledWith = settled;
+        signal.removeEventListener("abort", onAbort);
+        return settled;
+      });
+  }
+
+  /** The attempt produced the first token: announce the switch if there was one, then let its events through. */
+  #win(winner: Attempt, firstLaunched: Attempt): void {
+    const failedBefore = this.#lastError !== undefined;
+    const afterFirstToken = this.#anyToken;
+    let mode: FailoverMode | undefined;
+    if (afterFirstToken) mode = winner.info.prefill ? FailoverMode.FAILOVER_MODE_CONTINUE : FailoverMode.FAILOVER_MODE_RESTART;
+    else if (winner.info.hedge) mode = FailoverMode.FAILOVER_MODE_HEDGE;
+    else if (failedBefore) mode = FailoverMode.FAILOVER_MODE_NEXT_ROUTE;
+    const cause = this.#original ?? this.#lastError;
+    const promised = this.#announcedTo;
+    const keptPromise = mode === this.#announced && promised?.provider === winner.spec.provider && promised.model === winner.spec.model;
+    if (mode !== undefined && !keptPromise) {
+      const failover: Failover = {
+        mode,
+        from: this.#served ?? firstLaunched.route,
+        to: winner.route,
+        reasonCode: mode === FailoverMode.FAILOVER_MODE_HEDGE ? "" : (cause?.code ?? ""),
+        reason: mode === FailoverMode.FAILOVER_MODE_HEDGE ? `no first token within ${this.#hedgeAfterMs} ms` : (cause?.message ?? ""),
+        takeover: false,
+      };
+      this.#input.emit({ $case: "failover", value: failover });
+      this.#deps.observer.failover(failover);
+    }
+    this.#announced = undefined;
+    this.#announcedTo = undefined;
+    if (mode === FailoverMode.FAILOVER_MODE_RESTART) this.#partial = "";
+    this.#anyToken = true;
+    this.#served = winner.route;
+    this.#original = undefined;
+    this.#lastError = undefined;
+    this.#needWindow = -1;
+    const forward = (body: EventBody) => {
+      if (body.$case === "started") {
+        // One `started` per stream: a switch is announced by the failover event instead.
+        if (this.#startedSent) return;
+        this.#startedSent = true;
+      } else if (body.$case === "textDelta") this.#partial += body.value.text;
+      else if (body.$case === "toolCallDelta" || body.$case === "reasoningDelta") this.#nonText = true;
+      this.#input.emit(body);
+    };
+    const held = winner.held;
+    winner.held = [];
+    for (const body of held) forward(body);
+    winner.forward = forward;
+  }
+
+  #report(attempt: Attempt, kind: OutcomeKind, error?: RunnelError, ttftMs?: number): void {
+    const tokens = attempt.usage ? attempt.usage.inputTokens + attempt.usage.outputTokens : 0;
+    this.#deps.report({
+      route: attempt.route,
+      kind,
+      ...(ttftMs === undefined ? {} : { ttftMs }),
+      ...(error && "retryAfterMs" in error && typeof error.retryAfterMs === "number" ? { retryAfterMs: error.retryAfterMs } : {}),
+      ...(tokens > 0 ? { tokens } : {}),
+      ...(error ? { errorCode: error.code } : {}),
+    });
+  }
+
+  #nothingLeft(): RunnelError {
+    if (this.#lastError) {
+      if (this.#skipped.length === 0) return this.#lastError;
+      return new RunnelError(this.#lastError.code, `${this.#lastError.message} (no other route: ${this.#skipped.join("; ")})`, { cause: this.#lastError });
+    }
+    const rateLimited = this.#skipped.length > 0 && this.#skipped.every((reason) => /cooldown|budget/.test(reason));
+    return new RunnelError(
+      rateLimited ? "RUNNEL_ERR_PROVIDER_RATE_LIMITED" : "RUNNEL_ERR_NO_ROUTE",
+      `no route of model "${this.#input.job.model}" can take the request now: ${this.#skipped.join("; ") || "it has no routes"}`,
+    );
+  }
+}
+
+function emptyRequest(): ChatRequest {
+  return { messages: [], stop: [], tools: [], toolChoiceJson: "", includeUsage: false, user: "" };
+}
+
+/** The request with the partial answer as a trailing assistant message, for the next route to continue. */
+function withPrefill(request: ChatRequest | undefined, partial: string): ChatRequest {
+  const base = request ?? emptyRequest();
+  return {
+    ...base,
+    messages: [...base.messages, { role: "assistant", content: [{ part: { $case: "text", value: partial } }], name: "", toolCallId: "", toolCalls: [] }],
+  };
+}
