@@ -6,7 +6,7 @@
  * reason and output usage), message_stop. Usage is always sent, as Anthropic does.
  */
 import { MOCK_CONTEXT_LENGTH } from "./failures.js";
-import { type ChatRequest, contentWords, isRecord } from "./openai.js";
+import { type ChatRequest, contentText, contentWords, isRecord, type MessageText } from "./openai.js";
 import type { Scenario } from "./scenario.js";
 import type { MockWire, WireError, WireParse } from "./wire.js";
 
@@ -56,12 +56,14 @@ export function parseAnthropicRequest(text: string): WireParse {
   // `system` is a string or text blocks, like a message's content.
   let promptTokens = contentWords(body.system);
   let lastRole = "";
+  const turns: MessageText[] = [];
   for (const [index, message] of messages.entries()) {
     if (!isRecord(message) || (message.role !== "user" && message.role !== "assistant")) {
       return { ok: false, error: error(400, `messages.${index}.role: Input should be 'user' or 'assistant'`) };
     }
     promptTokens += contentWords(message.content);
     lastRole = message.role;
+    turns.push({ role: message.role, text: contentText(message.content) });
   }
   if (body.stream !== undefined && typeof body.stream !== "boolean") return { ok: false, error: error(400, "stream: Input should be a valid boolean") };
   return {
@@ -73,6 +75,7 @@ export function parseAnthropicRequest(text: string): WireParse {
       maxTokens: body.max_tokens,
       promptTokens,
       endsWithAssistant: lastRole === "assistant",
+      messages: turns,
     },
   };
 }

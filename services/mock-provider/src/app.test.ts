@@ -244,9 +244,11 @@ describe("other routes", () => {
       "clientClosedAt",
       "fail",
       "finished",
+      "firstTokenAt",
       "format",
       "headersSentAt",
       "id",
+      "messages",
       "model",
       "receivedAt",
       "status",
@@ -261,7 +263,11 @@ describe("other routes", () => {
     assert.equal(streamed?.finished, true);
     assert.equal(streamed?.clientClosed, false);
     assert.equal(typeof streamed?.headersSentAt, "number");
+    assert.equal(typeof streamed?.firstTokenAt, "number");
+    assert.ok((streamed?.firstTokenAt as number) >= (streamed?.headersSentAt as number));
+    assert.deepEqual(streamed?.messages, [{ role: "user", text: "say something nice" }]);
     assert.equal(failed?.fail, "500");
+    assert.equal(failed?.firstTokenAt, null);
     assert.equal(failed?.authorization, false);
     assert.equal(failed?.status, 500);
 

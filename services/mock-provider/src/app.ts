@@ -2,7 +2,8 @@
  * The mock provider's HTTP server (plain node:http): the chat routes of three
  * wire formats (OpenAI `/v1/chat/completions`, Anthropic `/v1/messages`,
  * Gemini `/v1beta/models/{model}:streamGenerateContent|generateContent`), the
- * probes, and the journal routes tests read.
+ * probes, and the routes tests use: the journal (`/_mock/requests`) and the
+ * outage switches of `fail=outage` (`/_mock/outages/<key>`).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -11,7 +12,7 @@ import { completeOnce, streamCompletion } from "./completion.js";
 import { type Exchange, isAbort, markHeadersSent, send, sendError } from "./exchange.js";
 import { INTERNAL_ERROR_REPLY } from "./failures.js";
 import { GEMINI_WIRE } from "./gemini.js";
-import { JOURNAL_LIMIT, Journal, type JournalEntry } from "./journal.js";
+import { JOURNAL_LIMIT, JOURNAL_TEXT_LIMIT, Journal, type JournalEntry } from "./journal.js";
 import { type ChatRequest, type CompletionHeader, errorBody, modelsBody } from "./openai.js";
 import { parseScenario, type Scenario, type ScenarioDefaults, ScenarioError } from "./scenario.js";
 import { type MockWire, OPENAI_WIRE, type RouteFacts, type WireError } from "./wire.js";
@@ -41,6 +42,8 @@ export interface MockProvider {
   listen(port: number, host: string): Promise<number>;
   /** Stops listening and destroys every open connection (stalled ones included). */
   close(): Promise<void>;
+  /** The keys of `fail=outage` whose outage is on (switched by `/_mock/outages/<key>`, or here in process). */
+  readonly outages: Set<string>;
 }
 
 /** Largest request body accepted. */
@@ -48,6 +51,10 @@ export const MAX_BODY_BYTES = 10 * 1024 * 1024;
 
 /** How many `fail=500-once` keys are remembered. */
 const ONCE_KEYS_LIMIT = 10_000;
+/** How many outages may be on at once. */
+const OUTAGES_LIMIT = 10_000;
+/** Longest key of an outage. */
+const OUTAGE_KEY_MAX = 256;
 
 interface AppState {
   readonly defaults: Partial<ScenarioDefaults>;
@@ -55,6 +62,8 @@ interface AppState {
   readonly log: ((line: LogLine) => void) | undefined;
   /** Keys of `fail=500-once` that have had their 500. */
   readonly failedOnce: Set<string>;
+  /** Keys of `fail=outage` whose outage is on. */
+  readonly outages: Set<string>;
   readonly startedAt: number;
   nextId: number;
   closing: boolean;
@@ -68,6 +77,7 @@ export function buildMockProvider(options: MockProviderOptions = {}): MockProvid
     journal,
     log: options.log,
     failedOnce: new Set(),
+    outages: new Set(),
     startedAt: Math.floor(Date.now() / 1000),
     nextId: 0,
     closing: false,
@@ -86,6 +96,7 @@ export function buildMockProvider(options: MockProviderOptions = {}): MockProvid
   return {
     server,
     journal,
+    outages: state.outages,
     listen: (port, host) =>
       new Promise((resolve, reject) => {
         const onError = (error: Error): void => reject(error);
@@ -149,7 +160,16 @@ async function handle(state: AppState, request: IncomingMessage, response: Serve
         return;
       }
       return methodNotAllowed(state, request, response, "GET, DELETE");
+    case "/_mock/outages":
+      if (method === "GET") return send(exchange, 200, JSON.stringify({ outages: [...state.outages] }));
+      if (method === "DELETE") {
+        state.outages.clear();
+        response.writeHead(204).end();
+        return;
+      }
+      return methodNotAllowed(state, request, response, "GET, DELETE");
     default:
+      if (path.startsWith(OUTAGES_PREFIX)) return switchOutage(state, exchange, method, path.slice(OUTAGES_PREFIX.length));
       return sendError(exchange, {
         status: 404,
         message: `Unknown request URL: ${method} ${path}.`,
@@ -158,6 +178,52 @@ async function handle(state: AppState, request: IncomingMessage, response: Serve
         code: "unknown_url",
       });
   }
+}
+
+const OUTAGES_PREFIX = "/_mock/outages/";
+
+/**
+ * `PUT /_mock/outages/<key>` starts the outage of `key`: every request with
+ * `fail=outage&key=<key>` is answered as `fail=503` until `DELETE` ends it.
+ * Both answer 204 and are idempotent.
+ */
+function switchOutage(state: AppState, exchange: Exchange, method: string, encodedKey: string): void {
+  let key = "";
+  try {
+    // One path segment; a key with reserved characters comes URL-escaped, as in the model's query string.
+    if (!encodedKey.includes("/")) key = decodeURIComponent(encodedKey);
+  } catch {
+    key = "";
+  }
+  if (key === "" || key.length > OUTAGE_KEY_MAX) {
+    sendError(exchange, {
+      status: 400,
+      message: `An outage key is one URL-escaped path segment of 1 to ${OUTAGE_KEY_MAX} characters: /_mock/outages/<key>.`,
+      type: "invalid_request_error",
+      param: null,
+      code: "invalid_outage_key",
+    });
+    return;
+  }
+  if (method === "PUT") {
+    if (!state.outages.has(key) && state.outages.size >= OUTAGES_LIMIT) {
+      sendError(exchange, {
+        status: 409,
+        message: `At most ${OUTAGES_LIMIT} outages can be on at once.`,
+        type: "invalid_request_error",
+        param: null,
+        code: "too_many_outages",
+      });
+      return;
+    }
+    state.outages.add(key);
+  } else if (method === "DELETE") {
+    state.outages.delete(key);
+  } else {
+    methodNotAllowed(state, exchange.request, exchange.response, "PUT, DELETE");
+    return;
+  }
+  exchange.response.writeHead(204).end();
 }
 
 function methodNotAllowed(state: AppState, request: IncomingMessage, response: ServerResponse, allow: string): void {
@@ -255,10 +321,12 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     headersSentAt: null,
     status: null,
     tokensSent: 0,
+    firstTokenAt: null,
     finished: false,
     clientClosed: false,
     clientClosedAt: null,
     authorization: wire.hasCredentials(request.headers),
+    messages: [],
   };
   state.journal.add(entry);
   const exchange = createExchange(state, request, response, entry);
@@ -278,6 +346,7 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
   const chat = parsed.request;
   entry.model = chat.model;
   entry.stream = chat.stream;
+  entry.messages = chat.messages.map((message) => ({ role: message.role, text: message.text.slice(0, JOURNAL_TEXT_LIMIT) }));
   state.journal.changed(entry);
 
   let scenario: Scenario;
@@ -316,6 +385,9 @@ async function answer(state: AppState, exchange: Exchange, chat: ChatRequest, sc
     }
     case "no-prefill":
       if (chat.endsWithAssistant) return reply(wire.prefillRejected());
+      break;
+    case "outage":
+      if (state.outages.has(scenario.key ?? "")) return reply(wire.failure({ ...scenario, fail: "503" }, chat) ?? wire.internalError());
       break;
     case "content-policy":
       if (wire.blockedPrompt) {

@@ -4,9 +4,9 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Exchange, markHeadersSent, send, write } from "./exchange.js";
-import type { ChatRequest, CompletionHeader, FinishReason } from "./openai.js";
+import { type ChatRequest, type CompletionHeader, type FinishReason, prefillOf } from "./openai.js";
 import type { Scenario } from "./scenario.js";
-import { mockText, tokenGenerator } from "./text.js";
+import { tokenGenerator } from "./text.js";
 import type { MockWire } from "./wire.js";
 
 /** What a completion will contain once the request's limits are applied. */
@@ -16,18 +16,54 @@ export interface CompletionPlan {
   readonly finishReason: FinishReason;
   /** Token index of a mid-stream failure: it happens before token `failAt` (before the finish chunk when failAt = count). */
   readonly failAt: number;
+  /** Tokens of the scenario's text the prefill already holds: the answer starts after them (0 without a prefill). */
+  readonly skip: number;
 }
 
-/** Applies `max_tokens` to the scenario. */
+/**
+ * How many whole tokens of the scenario's text `prefill` is; null when it is
+ * not exactly the start of that text (a prefill holding all of it is all its tokens).
+ */
+export function prefillTokens(prefill: string, scenario: Scenario): number | null {
+  if (prefill === "") return null;
+  const tokens = tokenGenerator(scenario.seed);
+  let text = "";
+  for (let count = 1; count <= scenario.tokens; count++) {
+    text += tokens.next().value;
+    if (text === prefill) return count;
+    if (text.length >= prefill.length || !prefill.startsWith(text)) return null;
+  }
+  return null;
+}
+
+/**
+ * Applies a prefill and `max_tokens` to the scenario. A prefill that is the
+ * start of the scenario's text is continued where it stops, as a model
+ * continues a prefill: the answer is the rest of the text. `after` counts
+ * the tokens of this answer.
+ */
 export function planCompletion(chat: ChatRequest, scenario: Scenario): CompletionPlan {
-  const truncated = chat.maxTokens !== null && chat.maxTokens < scenario.tokens;
-  const count = truncated && chat.maxTokens !== null ? chat.maxTokens : scenario.tokens;
-  return { count, finishReason: truncated ? "length" : "stop", failAt: Math.min(scenario.after, count) };
+  const prefill = prefillOf(chat);
+  const skip = prefill === null ? 0 : (prefillTokens(prefill, scenario) ?? 0);
+  const rest = scenario.tokens - skip;
+  const truncated = chat.maxTokens !== null && chat.maxTokens < rest;
+  const count = truncated && chat.maxTokens !== null ? chat.maxTokens : rest;
+  return { count, finishReason: truncated ? "length" : "stop", failAt: Math.min(scenario.after, count), skip };
+}
+
+/** The text of the plan's answer: `count` tokens of the scenario's text after the `skip` the prefill holds. */
+export function answerText(plan: CompletionPlan, scenario: Scenario): string {
+  const tokens = tokenGenerator(scenario.seed);
+  for (let index = 0; index < plan.skip; index++) tokens.next();
+  let text = "";
+  for (let index = 0; index < plan.count; index++) text += tokens.next().value;
+  return text;
 }
 
 function recordTokens(exchange: Exchange, tokens: number): void {
   if (!exchange.entry) return;
   exchange.entry.tokensSent = tokens;
+  if (tokens > 0) exchange.entry.firstTokenAt ??= Date.now();
   exchange.journal.changed(exchange.entry);
 }
 
@@ -50,6 +86,7 @@ export async function streamCompletion(exchange: Exchange, chat: ChatRequest, sc
   if (scenario.ttftMs > 0) await sleep(scenario.ttftMs, undefined, { signal });
 
   const tokens = tokenGenerator(scenario.seed);
+  for (let index = 0; index < plan.skip; index++) tokens.next();
   for (let index = 0; index <= plan.count; index++) {
     if (index === plan.failAt) {
       if (scenario.fail === "stall") return; // Silence; the connection stays open until the peer or close() ends it.
@@ -90,7 +127,7 @@ export async function completeOnce(exchange: Exchange, chat: ChatRequest, scenar
     send(exchange, 200, "{not json");
     return;
   }
-  const body = wire.completion(header, chat, mockText(plan.count, scenario.seed), plan);
+  const body = wire.completion(header, chat, answerText(plan, scenario), plan);
   if (scenario.fail === "cut") {
     response.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "x-request-id": header.id });
     markHeadersSent(exchange, 200);

@@ -9,7 +9,7 @@
  * `promptFeedback.blockReason`, not an error.
  */
 import { MOCK_CONTEXT_LENGTH } from "./failures.js";
-import { type ChatRequest, type CompletionHeader, contentWords, isRecord } from "./openai.js";
+import { type ChatRequest, type CompletionHeader, contentText, contentWords, isRecord, type MessageText } from "./openai.js";
 import type { Scenario } from "./scenario.js";
 import type { MockWire, WireError, WireParse } from "./wire.js";
 
@@ -29,10 +29,15 @@ function error(code: number, message: string, details?: readonly unknown[], head
   return { status: code, body: JSON.stringify({ error: { code, message, status, ...(details ? { details } : {}) } }), headers };
 }
 
+/** Gemini `parts` as OpenAI content parts (the text ones). */
+function textParts(parts: unknown): unknown[] {
+  if (!Array.isArray(parts)) return [];
+  return parts.map((part) => (isRecord(part) && typeof part.text === "string" ? { type: "text", text: part.text } : {}));
+}
+
 /** Words in Gemini `parts` (the text ones). */
 function partsWords(parts: unknown): number {
-  if (!Array.isArray(parts)) return 0;
-  return contentWords(parts.map((part) => (isRecord(part) && typeof part.text === "string" ? { type: "text", text: part.text } : {})));
+  return contentWords(textParts(parts));
 }
 
 export function parseGeminiRequest(text: string, model: string, stream: boolean): WireParse {
@@ -49,6 +54,7 @@ export function parseGeminiRequest(text: string, model: string, stream: boolean)
   }
   let promptTokens = isRecord(body.systemInstruction) ? partsWords(body.systemInstruction.parts) : 0;
   let lastRole = "";
+  const turns: MessageText[] = [];
   for (const [index, content] of contents.entries()) {
     if (!isRecord(content) || !Array.isArray(content.parts) || content.parts.length === 0) {
       return { ok: false, error: error(400, `* GenerateContentRequest.contents[${index}].parts: contents.parts must not be empty.`) };
@@ -59,6 +65,7 @@ export function parseGeminiRequest(text: string, model: string, stream: boolean)
     }
     promptTokens += partsWords(content.parts);
     lastRole = role;
+    turns.push({ role, text: contentText(textParts(content.parts)) });
   }
   const config = isRecord(body.generationConfig) ? body.generationConfig : {};
   const maxTokens = config.maxOutputTokens;
@@ -74,6 +81,7 @@ export function parseGeminiRequest(text: string, model: string, stream: boolean)
       maxTokens: typeof maxTokens === "number" ? maxTokens : null,
       promptTokens,
       endsWithAssistant: lastRole === "model",
+      messages: turns,
     },
   };
 }

@@ -13,10 +13,12 @@ function entry(id: string): JournalEntry {
     headersSentAt: null,
     status: null,
     tokensSent: 0,
+    firstTokenAt: null,
     finished: false,
     clientClosed: false,
     clientClosedAt: null,
     authorization: false,
+    messages: [],
   };
 }
 

@@ -25,6 +25,8 @@ export interface JournalEntry {
   status: number | null;
   /** Content tokens written so far. */
   tokensSent: number;
+  /** When the first content token went out; null until one did. */
+  firstTokenAt: number | null;
   /** The response ended normally. */
   finished: boolean;
   /** The peer closed the connection before the response finished. */
@@ -32,7 +34,16 @@ export interface JournalEntry {
   clientClosedAt: number | null;
   /** Whether the format's credential header came: Authorization, x-api-key or x-goog-api-key (the key itself is never stored). */
   authorization: boolean;
+  /**
+   * The conversation's turns (role as the format names it, text parts joined,
+   * each cut to JOURNAL_TEXT_LIMIT characters), so a test can check what a
+   * gateway sent, a prefill for instance. Empty when the body could not be read.
+   */
+  messages: { role: string; text: string }[];
 }
+
+/** Characters of each message's text the journal keeps. */
+export const JOURNAL_TEXT_LIMIT = 4096;
 
 /** How many entries the journal keeps by default. */
 export const JOURNAL_LIMIT = 1000;

@@ -15,6 +15,19 @@ export interface ChatRequest {
   readonly promptTokens: number;
   /** The conversation ends with an assistant turn: the client asks the model to continue it (a prefill). */
   readonly endsWithAssistant: boolean;
+  /** The conversation's turns with their text, in order, as the format names the roles (`system` of Anthropic and Gemini not included). */
+  readonly messages: readonly MessageText[];
+}
+
+/** One turn of a conversation: its role and the concatenation of its text parts. */
+export interface MessageText {
+  readonly role: string;
+  readonly text: string;
+}
+
+/** The text of a trailing assistant turn (a prefill); null when the conversation ends with another role. */
+export function prefillOf(chat: ChatRequest): string | null {
+  return chat.endsWithAssistant ? (chat.messages.at(-1)?.text ?? "") : null;
 }
 
 /** An OpenAI error `{"error": {...}}` with its HTTP status. */
@@ -56,6 +69,17 @@ export function contentWords(content: unknown): number {
     if (isRecord(part) && part.type === "text" && typeof part.text === "string") words += countWords(part.text);
   }
   return words;
+}
+
+/** The text of a message's `content`: a string, or the `text` parts of an array joined (OpenAI and Anthropic alike). */
+export function contentText(content: unknown): string {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) return "";
+  let text = "";
+  for (const part of content) {
+    if (isRecord(part) && part.type === "text" && typeof part.text === "string") text += part.text;
+  }
+  return text;
 }
 
 type CountResult = { readonly value: number | null } | { readonly error: OpenAIError };
@@ -104,6 +128,7 @@ export function parseChatRequest(text: string): ParseResult {
     };
   let promptTokens = 0;
   let lastRole = "";
+  const turns: MessageText[] = [];
   for (const [index, message] of messages.entries()) {
     if (!isRecord(message) || typeof message.role !== "string") {
       return {
@@ -113,6 +138,7 @@ export function parseChatRequest(text: string): ParseResult {
     }
     promptTokens += contentWords(message.content);
     lastRole = message.role;
+    turns.push({ role: message.role, text: contentText(message.content) });
   }
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean") {
     return { ok: false, error: invalidRequest("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type") };
@@ -134,6 +160,7 @@ export function parseChatRequest(text: string): ParseResult {
       maxTokens: maxCompletionTokens.value ?? maxTokens.value,
       promptTokens,
       endsWithAssistant: lastRole === "assistant",
+      messages: turns,
     },
   };
 }

@@ -42,7 +42,7 @@ describe("parseScenario", () => {
 
   test("accepts every fail mode", () => {
     for (const mode of FAIL_MODES) {
-      const model = mode === "500-once" ? `mock?fail=${mode}&key=x` : `mock?fail=${mode}`;
+      const model = mode === "500-once" || mode === "outage" ? `mock?fail=${mode}&key=x` : `mock?fail=${mode}`;
       assert.equal(parseScenario(model).fail, mode);
     }
   });
@@ -68,7 +68,9 @@ describe("parseScenario", () => {
     assert.throws(() => parseScenario("mock?usage=never"), /usage=never/);
   });
 
-  test("fail=500-once needs a key", () => {
+  test("fail=500-once and fail=outage need a key", () => {
     assert.throws(() => parseScenario("mock?fail=500-once"), /needs key=/);
+    assert.throws(() => parseScenario("mock?fail=outage"), /needs key=<name>, the outage switched on and off by PUT and DELETE \/_mock\/outages\/<name>/);
+    assert.throws(() => parseScenario("mock?fail=outage&key="), /needs key=/);
   });
 });

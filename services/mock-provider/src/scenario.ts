@@ -23,6 +23,7 @@ export const FAIL_MODES = [
   "content-policy",
   "auth",
   "no-prefill",
+  "outage",
 ] as const;
 
 /** One injected failure; see FAIL_MODES and the README of the service. */
@@ -44,7 +45,7 @@ export interface Scenario {
   readonly after: number;
   /** `Retry-After` seconds of a 429. */
   readonly retryAfterSeconds: number;
-  /** Identifies the request series of `fail=500-once`. */
+  /** Identifies the request series of `fail=500-once`, and the switch of `fail=outage`. */
   readonly key: string | null;
   /** `always`: send usage even when the request did not ask for it. */
   readonly usage: "always" | "requested";
@@ -120,6 +121,8 @@ export function parseScenario(model: string, defaults: Partial<ScenarioDefaults>
   const key = read("key");
   if (fail === "500-once" && (key === null || key === ""))
     throw new ScenarioError("model scenario: fail=500-once needs key=<name> to tell request series apart");
+  if (fail === "outage" && (key === null || key === ""))
+    throw new ScenarioError("model scenario: fail=outage needs key=<name>, the outage switched on and off by PUT and DELETE /_mock/outages/<name>");
 
   const number = (name: string, fallback: number, max: number): number => {
     const text = read(name);
