@@ -51,7 +51,19 @@ export interface JobContext {
   readonly observe?: ObserveJob;
 }
 
-export type JobOutcome = "done" | "failed" | "cancelled" | "skipped";
+/** `handed-off`: stopped without ending the stream, for another worker to take over (the job goes back to the queue). */
+export type JobOutcome = "done" | "failed" | "cancelled" | "skipped" | "handed-off";
+
+/**
+ * The worker is shutting down and the stream did not finish within the drain
+ * timeout: stop generating without ending it, so another worker takes it over
+ * under the model's after-first-token policy.
+ */
+export class HandOff extends Error {
+  constructor() {
+    super("worker shutting down; stream handed to another worker");
+  }
+}
 
 /** Why a stream's AbortController fired. */
 export class CancelReason extends Error {
@@ -223,6 +235,8 @@ async function generate(
       log.warn({ err: caught }, "provider connection failed after the stream completed");
       await terminal;
       outcome = "done";
+    } else if (controller.signal.reason instanceof HandOff) {
+      outcome = "handed-off";
     } else {
       const reason = controller.signal.reason;
       const error =
@@ -251,6 +265,11 @@ async function generate(
     ...(finishReason ? { finishReason } : {}),
   });
 
+  if (outcome === "handed-off") {
+    // The record stays RUNNING under this worker: the next worker to get the job takes it over.
+    log.info({ last_seq: sequencer.last }, "stream handed off for another worker to take over");
+    return outcome;
+  }
   // Record the end. A cancel recorded meanwhile wins: the record stays cancelled.
   const phase =
     outcome === "done" ? StreamPhase.STREAM_PHASE_DONE : outcome === "cancelled" ? StreamPhase.STREAM_PHASE_CANCELLED : StreamPhase.STREAM_PHASE_FAILED;

@@ -6,7 +6,7 @@
 import type { Failover, Job, Route, Usage } from "@runnel/shared";
 
 /** How a job ended, as the runner reports it. */
-export type StreamEnd = "done" | "failed" | "cancelled" | "skipped";
+export type StreamEnd = "done" | "failed" | "cancelled" | "skipped" | "handed-off";
 
 export interface AttemptInfo {
   readonly route: Route;

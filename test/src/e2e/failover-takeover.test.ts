@@ -158,6 +158,40 @@ describe("a worker killed mid-stream: another worker takes the stream over", () 
     }
   });
 
+  test("a worker shut down (SIGTERM) past its drain timeout hands the stream over at once: restart, no gap, no repeat", { timeout: 40_000 }, async () => {
+    const [first] = routes("t-restart");
+    const stream = await open("t-restart");
+    await readTokens(stream, 10);
+    const owner = await ownerOf(stream.streamId);
+    const worker = stack.replicas("worker").find((replica) => replica.instanceId === owner);
+    assert.ok(worker);
+    const stoppedAt = Date.now();
+    const exited = new Promise<void>((resolve) => worker.process.once("exit", () => resolve()));
+    worker.process.kill("SIGTERM");
+    try {
+      const view = await readToEnd(stream);
+      const elapsed = Date.now() - stoppedAt;
+      assertCoherent(view);
+      assert.equal(view.failovers.length, 1, `one announcement; got ${view.events.length} events ending ${JSON.stringify(view.events.at(-1))}`);
+      assertAnnouncement(view.failovers[0], {
+        mode: "restart",
+        from: first,
+        to: view.failovers[0]?.runnel?.failover?.to ?? first,
+        takeover: true,
+        reason_code: "RUNNEL_ERR_WORKER_LOST",
+      });
+      assert.equal(view.segments[1], WHOLE, "a complete answer after the announcement");
+      assert.equal(view.done, true);
+      // 1 s of drain, then the job goes straight back to the queue: no waiting for the 2 s ack deadline.
+      const tookOverAt = (await requestsAfter("t-restart", stoppedAt))[0]?.receivedAt ?? Number.POSITIVE_INFINITY;
+      assert.ok(tookOverAt - stoppedAt < 1_900, `taken over ${tookOverAt - stoppedAt} ms after SIGTERM`);
+      assert.ok(elapsed < 15_000, `completed ${elapsed} ms after SIGTERM`);
+    } finally {
+      await exited;
+      await stack.startReplica("worker", worker.index);
+    }
+  });
+
   test("continue on routes that accept prefills: the new worker continues the partial answer", { timeout: 40_000 }, async () => {
     const [first, second] = routes("t-continue");
     const stream = await open("t-continue");
