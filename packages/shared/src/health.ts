@@ -68,8 +68,10 @@ class MinuteCounter {
   readonly #counts = new Float64Array(BUCKETS);
   readonly #stamps = new Float64Array(BUCKETS).fill(-1);
 
-  add(now: number, amount: number): void {
-    const second = Math.floor(now / BUCKET_MS);
+  /** Adds `amount` at time `at`; one a window or more away from `now` (a late or skewed report) is ignored: it would land in a slot of the current window. */
+  add(at: number, amount: number, now: number): void {
+    if (at <= now - MINUTE_MS || at >= now + MINUTE_MS) return;
+    const second = Math.floor(at / BUCKET_MS);
     const slot = second % BUCKETS;
     if (this.#stamps[slot] !== second) {
       this.#stamps[slot] = second;
@@ -131,9 +133,19 @@ export class CircuitBreaker {
     this.#probeAt = now;
   }
 
+  /** A request completed: closes the circuit and resets the failure count. */
   success(): void {
     this.#state = CircuitState.CIRCUIT_STATE_CLOSED;
     this.#consecutiveFailures = 0;
+  }
+
+  /**
+   * A first token: a probe that answers closes the circuit; on a closed one it
+   * does not reset the failure count, so a provider that keeps cutting its
+   * streams after the first token still opens it.
+   */
+  firstToken(): void {
+    if (this.#state !== CircuitState.CIRCUIT_STATE_CLOSED) this.success();
   }
 
   failure(now: number, failureThreshold: number): void {
@@ -232,20 +244,20 @@ export class HealthBook {
     if (outcome.workerId) route.inFlight.set(outcome.workerId, { count: outcome.workerInFlight, at: now });
     switch (outcome.kind) {
       case OutcomeKind.OUTCOME_KIND_STARTED:
-        this.#usage(outcome.provider).requests.add(now, 1);
+        this.#usage(outcome.provider).requests.add(now, 1, this.now());
         if (route.breaker.state !== CircuitState.CIRCUIT_STATE_CLOSED) route.breaker.probeSent(now);
         break;
       case OutcomeKind.OUTCOME_KIND_FIRST_TOKEN:
         route.ttftMs = route.ttftMs === undefined ? outcome.ttftMs : route.ttftMs + EWMA_ALPHA * (outcome.ttftMs - route.ttftMs);
-        route.breaker.success();
+        route.breaker.firstToken();
         route.verdict(true);
         break;
       case OutcomeKind.OUTCOME_KIND_SUCCEEDED:
-        if (outcome.tokens > 0) this.#usage(outcome.provider).tokens.add(now, outcome.tokens);
+        if (outcome.tokens > 0) this.#usage(outcome.provider).tokens.add(now, outcome.tokens, this.now());
         route.breaker.success();
         break;
       case OutcomeKind.OUTCOME_KIND_FAILED:
-        if (outcome.tokens > 0) this.#usage(outcome.provider).tokens.add(now, outcome.tokens);
+        if (outcome.tokens > 0) this.#usage(outcome.provider).tokens.add(now, outcome.tokens, this.now());
         route.breaker.failure(now, settings.failureThreshold);
         route.verdict(false);
         break;

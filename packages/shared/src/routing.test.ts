@@ -48,7 +48,7 @@ function snapshot(): RoutingSnapshot {
 }
 
 /** A snapshot with one model whose routes are given directly. */
-function snapshotWith(routes: Array<{ provider: string; weight?: number; priority?: number }>, unhealthy: string[] = []): RoutingSnapshot {
+function snapshotWith(routes: Array<{ provider: string; weight?: number; priority?: number }>): RoutingSnapshot {
   const names = [...new Set(routes.map((r) => r.provider))];
   return {
     version: 1,
@@ -61,7 +61,7 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
       headers: {},
       timeouts: { connectMs: 1, firstTokenMs: 1, idleMs: 1, totalMs: 0 },
       maxConnections: 1,
-      healthy: !unhealthy.includes(name),
+      healthy: true,
       retries: undefined,
       failOnMalformedChunk: false,
       continueFinalMessage: false,
@@ -201,12 +201,8 @@ describe("RoutingTable", () => {
     assert.deepEqual(table.modelNames, ["gpt", "solo"]);
   });
 
-  test("orderRoutes of an unknown model is empty", () => {
-    assert.deepEqual(new RoutingTable(snapshot()).orderRoutes("nope"), []);
-  });
-
-  test("orderRoutes returns provider and upstream model only", () => {
-    assert.deepEqual(new RoutingTable(snapshot()).orderRoutes("solo"), [{ provider: "mock", model: "mock" }]);
+  test("planRoutes of an unknown model is empty", () => {
+    assert.deepEqual(new RoutingTable(snapshot()).planRoutes("nope", undefined, ""), []);
   });
 
   test("lower priority comes first whatever the weights and the random draw", () => {
@@ -220,7 +216,7 @@ describe("RoutingTable", () => {
     const random = seededRandom(1);
     for (let i = 0; i < 200; i++) {
       assert.deepEqual(
-        table.orderRoutes("m", random).map((r) => r.provider),
+        table.planRoutes("m", undefined, "", random).map((r) => r.provider),
         ["a", "b", "c"],
       );
     }
@@ -230,7 +226,7 @@ describe("RoutingTable", () => {
     const table = new RoutingTable(snapshot());
     const random = seededRandom(2);
     for (let i = 0; i < 100; i++) {
-      const providers = table.orderRoutes("gpt", random).map((r) => r.provider);
+      const providers = table.planRoutes("gpt", undefined, "", random).map((r) => r.provider);
       assert.equal(providers.length, 3);
       assert.deepEqual([...providers].sort(), ["mock", "openai", "vllm"]);
       assert.equal(providers[2], "mock");
@@ -248,7 +244,7 @@ describe("RoutingTable", () => {
     const draws = 10_000;
     let heavyFirst = 0;
     for (let i = 0; i < draws; i++) {
-      if (table.orderRoutes("m", random)[0]?.provider === "heavy") heavyFirst += 1;
+      if (table.planRoutes("m", undefined, "", random)[0]?.provider === "heavy") heavyFirst += 1;
     }
     const share = heavyFirst / draws;
     assert.ok(share >= 0.7 && share <= 0.8, `heavy first in ${share} of draws`);
@@ -258,52 +254,15 @@ describe("RoutingTable", () => {
     const table = new RoutingTable(snapshotWith([{ provider: "a" }, { provider: "b" }]));
     const random = seededRandom(42);
     let aFirst = 0;
-    for (let i = 0; i < 10_000; i++) if (table.orderRoutes("m", random)[0]?.provider === "a") aFirst += 1;
+    for (let i = 0; i < 10_000; i++) if (table.planRoutes("m", undefined, "", random)[0]?.provider === "a") aFirst += 1;
     assert.ok(aFirst / 10_000 > 0.45 && aFirst / 10_000 < 0.55, `a first in ${aFirst / 10_000}`);
-  });
-
-  test("routes to unhealthy providers go last, after every healthy route of any priority", () => {
-    const table = new RoutingTable(
-      snapshotWith(
-        [
-          { provider: "sick", priority: 0, weight: 100 },
-          { provider: "well", priority: 0 },
-          { provider: "backup", priority: 1 },
-        ],
-        ["sick"],
-      ),
-    );
-    const random = seededRandom(3);
-    for (let i = 0; i < 100; i++) {
-      assert.deepEqual(
-        table.orderRoutes("m", random).map((r) => r.provider),
-        ["well", "backup", "sick"],
-      );
-    }
-  });
-
-  test("unhealthy routes keep their priority order among themselves", () => {
-    const table = new RoutingTable(
-      snapshotWith(
-        [
-          { provider: "late", priority: 1 },
-          { provider: "early", priority: 0 },
-          { provider: "ok", priority: 2 },
-        ],
-        ["late", "early"],
-      ),
-    );
-    assert.deepEqual(
-      table.orderRoutes("m", seededRandom(4)).map((r) => r.provider),
-      ["ok", "early", "late"],
-    );
   });
 
   test("a route whose provider is not in the snapshot still counts as a candidate", () => {
     const base = snapshotWith([{ provider: "known" }, { provider: "ghost", priority: 1 }]);
     const table = new RoutingTable({ ...base, providers: base.providers.filter((p) => p.name === "known") });
     assert.deepEqual(
-      table.orderRoutes("m", seededRandom(5)).map((r) => r.provider),
+      table.planRoutes("m", undefined, "", seededRandom(5)).map((r) => r.provider),
       ["known", "ghost"],
     );
   });

@@ -140,28 +140,6 @@ export class RoutingTable {
   get modelNames(): string[] {
     return [...this.#models.keys()];
   }
-
-  /**
-   * Orders a model's routes for one request: priority groups in ascending
-   * order; within a group, a weighted random order. Routes whose provider is
-   * unhealthy go last (they are still candidates: a stale health view must
-   * not make a model unservable).
-   */
-  orderRoutes(modelName: string, random: () => number = Math.random): Route[] {
-    const model = this.#models.get(modelName);
-    if (!model) return [];
-    const healthy = (provider: string) => this.#providers.get(provider)?.healthy !== false;
-    const priorities = [...new Set(model.routes.map((route) => route.priority))].sort((a, b) => a - b);
-    const ordered: Route[] = [];
-    const demoted: Route[] = [];
-    for (const priority of priorities) {
-      const group = model.routes.filter((route) => route.priority === priority);
-      for (const route of weightedShuffle(group, random)) {
-        (healthy(route.provider) ? ordered : demoted).push({ provider: route.provider, model: route.model });
-      }
-    }
-    return [...ordered, ...demoted];
-  }
 }
 
 /** What the strategies read about routes' health (a HealthBook provides it). */

@@ -309,7 +309,18 @@ export class RouteRunner {
       const error = attempt.settledWith?.ok === false ? attempt.settledWith.error : new RunnelError("RUNNEL_ERR_INTERNAL", "attempt ended without a token");
       this.#report(attempt, outcomeKind(error), error);
       this.#deps.observer.attemptEnded(attempt.info, error.code);
-      if (this.#input.signal.aborted) throw error;
+      if (this.#input.signal.aborted) {
+        // The stream is cancelled: the other attempts (a hedge) end too; report each once it has stopped.
+        await Promise.all(
+          [...active].map(async (other) => {
+            const settled = await other.settled;
+            const otherError = settled.ok ? undefined : settled.error;
+            this.#report(other, OutcomeKind.OUTCOME_KIND_RELEASED, otherError);
+            this.#deps.observer.attemptEnded(other.info, otherError?.code ?? "RUNNEL_ERR_CANCELLED");
+          }),
+        );
+        throw error;
+      }
       if (attempt.info.prefill && error.code === "RUNNEL_ERR_PROVIDER_BAD_REQUEST") {
         // The route refused the prefill: the same route, restarted, without it.
         this.#deps.log.warn({ provider: attempt.spec.provider, err: error.message }, "route rejected the prefill; restarting there instead");
