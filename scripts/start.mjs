@@ -3,6 +3,7 @@
 // SIGTERM, which stop every child process.
 import { join } from "node:path";
 import { bootstrap, ROOT } from "./bootstrap.mjs";
+import { startTraces } from "./traces.mjs";
 
 const { natsServer } = bootstrap();
 if (natsServer) process.env.NATS_SERVER_BIN = natsServer;
@@ -11,6 +12,7 @@ const { startNats, startStack } = await import(join(ROOT, "test", "dist", "index
 
 let nats;
 let stack;
+let traces;
 let stopping = false;
 
 /** Stops everything started so far, then exits with `code`. Safe to call at any point, once. */
@@ -21,6 +23,7 @@ async function shutdown(code) {
   try {
     await stack?.stop();
     await nats?.stop();
+    traces?.jaeger?.kill("SIGTERM");
   } finally {
     process.exit(code);
   }
@@ -31,7 +34,7 @@ process.on("SIGINT", () => void shutdown(0));
 process.on("SIGTERM", () => void shutdown(0));
 // Last resort if this process dies some other way: no child may outlive it.
 process.on("exit", () => {
-  for (const child of [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [])) {
+  for (const child of [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [], traces?.jaeger ?? [])) {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   }
 });
@@ -39,13 +42,17 @@ process.on("exit", () => {
 const port = Number(process.env.PORT ?? 8080);
 try {
   nats = await startNats({ forceLocal: !process.env.NATS_URL });
+  traces = await startTraces();
   stack = await startStack({
     natsUrl: nats.url,
     ingressPort: port,
     mockPort: Number(process.env.MOCK_PORT ?? 9001),
+    // Fixed, so the admin CLI (npm run runnel) finds it without being told.
+    controlPlanePort: Number(process.env.GRPC_PORT ?? 50051),
     echo: true,
     env: {
       LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
+      ...traces.env,
       ...(process.env.RUNNEL_CONFIG ? { RUNNEL_CONFIG: process.env.RUNNEL_CONFIG } : {}),
     },
   });
@@ -61,6 +68,8 @@ process.stdout.write(
     "Try:",
     `  curl -N ${stack.ingressUrl}/v1/chat/completions -H 'content-type: application/json' \\`,
     `    -d '{"model":"mock","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
+    `Admin: npm run -s runnel -- streams ls   (control plane ${stack.controlPlaneTarget})`,
+    traces.note,
     "Ctrl-C stops everything.",
     "",
   ].join("\n"),

@@ -22,7 +22,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import type { RunnelConfig } from "./config.js";
-import { EVENTS_STREAM, EVENTS_SUBJECTS, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT, STREAMS_BUCKET } from "./subjects.js";
+import { EVENTS_STREAM, EVENTS_SUBJECTS, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT, STREAMS_BUCKET, WORKERS_BUCKET } from "./subjects.js";
 
 export type { JetStreamClient, JsMsg, KV, NatsConnection };
 export { DeliverPolicy };
@@ -32,7 +32,15 @@ export interface Bus {
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly records: KV;
+  /** Worker presence (`runnel_workers`), shared by every control-plane replica. */
+  readonly workers: KV;
 }
+
+/**
+ * Presence entries are garbage-collected after this long without a write;
+ * readers treat a worker as gone much sooner (a few missed heartbeats).
+ */
+export const WORKERS_BUCKET_TTL_MS = 60_000;
 
 /** Connects to NATS with reconnects that never give up (a gateway outlives NATS restarts). */
 export async function connectNats(url: string, name: string): Promise<NatsConnection> {
@@ -48,7 +56,7 @@ export async function connectNats(url: string, name: string): Promise<NatsConnec
 
 type BusOptions = RunnelConfig["bus"];
 
-/** Creates or updates the events stream, the job queue, its consumer and the records bucket. */
+/** Creates or updates the events stream, the job queue, its consumer, the records bucket and the worker presence bucket. */
 export async function ensureTopology(nc: NatsConnection, options: BusOptions): Promise<Bus> {
   const jsm = await jetstreamManager(nc);
   await upsertStream(jsm, {
@@ -92,7 +100,9 @@ export async function ensureTopology(nc: NatsConnection, options: BusOptions): P
     ttl: options.streamRecordTtl,
     storage: StorageType.File,
   });
-  return { nc, js, jsm, records };
+  // Presence is rebuilt from heartbeats within seconds: memory is enough.
+  const workers = await new Kvm(js).create(WORKERS_BUCKET, { history: 1, ttl: WORKERS_BUCKET_TTL_MS, storage: StorageType.Memory });
+  return { nc, js, jsm, records, workers };
 }
 
 /** NATS server error: "stream name already in use with a different configuration". */

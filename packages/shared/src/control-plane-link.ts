@@ -1,14 +1,23 @@
 /**
- * The data plane's side of the control plane: a routing watch that keeps the
- * last snapshot when every replica is gone, worker registration with
- * heartbeats, and cancel calls. Each broken stream is re-opened with backoff
- * on the next replica; nothing here is on the per-token path.
+ * The data plane's (and the admin CLI's) side of the control plane: a
+ * routing watch that keeps the last snapshot when every replica is gone,
+ * worker registration with heartbeats, and admin calls (cancel, list, get,
+ * provider status, drain). Each broken stream is re-opened with backoff on
+ * the next replica; each admin call goes round-robin over the replicas with
+ * a deadline and moves on to another replica when one does not answer.
+ * Nothing here is on the per-token path.
  */
-import { type ChannelOptions, credentials, Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import { type CallOptions, type ChannelOptions, connectivityState, credentials, Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import {
   type CancelStreamResponse,
   type DataPlaneRole,
+  type DrainWorkerResponse,
+  type GetProviderStatusResponse,
+  type GetStreamResponse,
+  type ListStreamsRequest,
+  type ListStreamsResponse,
   type RegisterRequest,
+  type RegisterResponse,
   RoutingServiceClient,
   type RoutingSnapshot,
   StreamAdminServiceClient,
@@ -20,8 +29,12 @@ import type { Logger } from "./logger.js";
 
 /**
  * Keepalive lets a client notice a dead replica within ~40 s even on an idle
- * watch; round_robin spreads calls across every address a DNS name (a
- * headless Service) resolves to.
+ * watch (a replica whose process dies on a live host is noticed at once: its
+ * sockets are reset); round_robin spreads calls across every address a DNS
+ * name (a headless Service) resolves to, and the name is resolved again at
+ * most every 5 s when a connection breaks, so a replaced replica is found
+ * quickly. The server's max_connection_age makes that happen regularly, so
+ * new replicas get traffic.
  */
 export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = {
   "grpc.keepalive_time_ms": 30_000,
@@ -30,7 +43,14 @@ export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = {
   "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
   "grpc.initial_reconnect_backoff_ms": 200,
   "grpc.max_reconnect_backoff_ms": 5_000,
+  "grpc.dns_min_time_between_resolutions_ms": 5_000,
 };
+
+/**
+ * Attempts one admin call gets at least: with a single DNS target, a retry
+ * goes through round_robin to another address.
+ */
+const MIN_UNARY_ATTEMPTS = 3;
 
 /** Splits CONTROL_PLANE_URL: "a:1,b:2" is a list of replicas; a "scheme:///" target is one. */
 export function parseTargets(url: string): string[] {
@@ -53,6 +73,7 @@ export class ControlPlaneLink {
   readonly #log: Logger;
   readonly #abort = new AbortController();
   #next = 0;
+  #nextUnary = 0;
 
   constructor(url: string, log: Logger) {
     this.#log = log;
@@ -111,7 +132,10 @@ export class ControlPlaneLink {
     open(0);
   }
 
-  /** Registers a worker and sends a heartbeat every `intervalMs`, re-registering on any break. */
+  /**
+   * Registers a worker and sends a heartbeat every `intervalMs` (or as often
+   * as the replica asks in its answer), re-registering on any break.
+   */
   register(hello: WorkerHello, heartbeat: () => WorkerHeartbeat, intervalMs: number): void {
     const open = (attempt: number): void => {
       if (this.#abort.signal.aborted) return;
@@ -122,10 +146,22 @@ export class ControlPlaneLink {
         if (!call.writableEnded) call.write(message);
       };
       send({ message: { $case: "hello", value: hello } });
-      const timer = setInterval(() => send({ message: { $case: "heartbeat", value: heartbeat() } }), intervalMs);
+      // The load at once, not an interval later: the replica records it where every replica reads it.
+      send({ message: { $case: "heartbeat", value: heartbeat() } });
+      let every = intervalMs;
+      const beat = () => send({ message: { $case: "heartbeat", value: heartbeat() } });
+      let timer = setInterval(beat, every);
       timer.unref();
-      call.on("data", () => {
+      call.on("data", (response: RegisterResponse) => {
         registered = true;
+        // The replica says how often: it counts a worker gone after a few missed heartbeats.
+        const asked = response.registered?.heartbeatIntervalMs;
+        if (asked && asked !== every) {
+          every = asked;
+          clearInterval(timer);
+          timer = setInterval(beat, every);
+          timer.unref();
+        }
       });
       const cleanup = () => {
         clearInterval(timer);
@@ -173,25 +209,70 @@ export class ControlPlaneLink {
     call.on("end", () => onBroken());
   }
 
-  /** Calls CancelStream on each replica in turn until one answers. Rejects when none does. */
-  async cancel(streamId: string, reason: string, deadlineMs: number): Promise<CancelStreamResponse> {
+  /** Cancels a stream (CancelStream). Rejects with the last status when no replica answers within `deadlineMs`. */
+  cancel(streamId: string, reason: string, deadlineMs: number): Promise<CancelStreamResponse> {
+    return this.#unary(deadlineMs, (admin, options, done) => admin.cancelStream({ streamId, reason }, new Metadata(), options, done));
+  }
+
+  listStreams(request: ListStreamsRequest, deadlineMs: number): Promise<ListStreamsResponse> {
+    return this.#unary(deadlineMs, (admin, options, done) => admin.listStreams(request, new Metadata(), options, done));
+  }
+
+  getStream(streamId: string, deadlineMs: number): Promise<GetStreamResponse> {
+    return this.#unary(deadlineMs, (admin, options, done) => admin.getStream({ streamId }, new Metadata(), options, done));
+  }
+
+  getProviderStatus(deadlineMs: number): Promise<GetProviderStatusResponse> {
+    return this.#unary(deadlineMs, (admin, options, done) => admin.getProviderStatus({}, new Metadata(), options, done));
+  }
+
+  drainWorker(workerId: string, deadlineMs: number): Promise<DrainWorkerResponse> {
+    return this.#unary(deadlineMs, (admin, options, done) => admin.drainWorker({ workerId }, new Metadata(), options, done));
+  }
+
+  /**
+   * One admin call (every admin RPC is idempotent), round-robin: each call
+   * starts on the next replica, replicas whose connection is known broken
+   * last. An UNAVAILABLE or DEADLINE_EXCEEDED answer moves it on to the next
+   * one, until a replica answers or `deadlineMs` is spent; each attempt gets
+   * a share of what is left, so one hung replica cannot take the whole
+   * deadline. Any other status is the answer. Rejects with the last status.
+   */
+  async #unary<Response>(
+    deadlineMs: number,
+    invoke: (admin: StreamAdminServiceClient, options: Partial<CallOptions>, done: (error: ServiceError | null, response: Response) => void) => void,
+  ): Promise<Response> {
+    const deadline = Date.now() + deadlineMs;
+    const count = this.#replicas.length;
+    const start = this.#nextUnary++ % count;
+    const rotated = Array.from({ length: count }, (_, index) => this.#replicas[(start + index) % count] as Replica);
+    const broken = (replica: Replica) => {
+      const state = replica.admin.getChannel().getConnectivityState(false);
+      return state === connectivityState.TRANSIENT_FAILURE || state === connectivityState.CONNECTING;
+    };
+    const order = [...rotated.filter((replica) => !broken(replica)), ...rotated.filter(broken)];
+    const attempts = Math.max(count, MIN_UNARY_ATTEMPTS);
     let lastError: unknown;
-    for (let tried = 0; tried < this.#replicas.length; tried++) {
-      const replica = this.#replica();
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt >= count) await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 100));
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      const replica = order[attempt % count] as Replica;
+      const share = Math.max(remaining / (attempts - attempt), Math.min(remaining, 500));
       try {
-        return await new Promise<CancelStreamResponse>((resolve, reject) => {
-          replica.admin.cancelStream({ streamId, reason }, new Metadata(), { deadline: Date.now() + deadlineMs }, (error, response) =>
-            error ? reject(error) : resolve(response),
-          );
-        });
+        return await new Promise<Response>((resolve, reject) =>
+          invoke(replica.admin, { deadline: Date.now() + share }, (error, response) => (error ? reject(error) : resolve(response))),
+        );
       } catch (error) {
         lastError = error;
         const code = (error as ServiceError).code;
         if (code !== status.UNAVAILABLE && code !== status.DEADLINE_EXCEEDED) throw error;
-        this.#rotate();
+        this.#log.debug({ target: replica.target, code, err: (error as ServiceError).details }, "admin call failed on a replica; trying the next");
       }
     }
-    throw lastError;
+    throw (
+      lastError ?? Object.assign(new Error("deadline exceeded"), { code: status.DEADLINE_EXCEEDED, details: "deadline exceeded", metadata: new Metadata() })
+    );
   }
 
   close(): void {

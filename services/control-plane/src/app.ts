@@ -1,16 +1,37 @@
 /**
  * The control plane: serves routing snapshots, the worker registry,
- * cancellation and admin reads over gRPC, plus standard health and
+ * cancellation, admin reads and drains over gRPC, plus standard health and
  * reflection. It never sees a token.
+ *
+ * A replica holds no state of its own, so any number can run and any one can
+ * die: snapshots come from the config file (the version is a content hash),
+ * stream records live in the `runnel_streams` KV bucket, worker presence in
+ * `runnel_workers` (written by the replica a worker is registered with, read
+ * by all), route health is folded from the `runnel.health.outcomes` feed that
+ * every replica subscribes to, and cancels and drains reach workers over
+ * NATS whichever replica they registered with.
  */
 import { fileURLToPath } from "node:url";
 import { Metadata, Server, ServerCredentials, type ServerDuplexStream, type ServerWritableStream, type ServiceError, status } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
-import { type Bus, cancelStream, controlPlane, type Logger, type RunnelConfig, redactForIngress, StreamPhase, StreamRecords } from "@runnel/shared";
+import {
+  type Bus,
+  cancelStream,
+  controlPlane,
+  HEALTH_OUTCOMES_SUBJECT,
+  HealthBook,
+  type Logger,
+  type RunnelConfig,
+  redactForIngress,
+  requestDrain,
+  StreamPhase,
+  StreamRecords,
+} from "@runnel/shared";
 import { HealthImplementation } from "grpc-health-check";
+import { healthSettingsFrom, providerStatus } from "./provider-status.js";
 import { SnapshotStore } from "./snapshot-store.js";
-import { WorkerRegistry } from "./worker-registry.js";
+import { WorkerPresence } from "./worker-presence.js";
 
 const { DataPlaneRole, RoutingServiceService, StreamAdminServiceService, WorkerServiceService } = controlPlane;
 
@@ -28,7 +49,10 @@ export interface ControlPlaneDeps {
 export interface ControlPlane {
   readonly server: Server;
   readonly snapshots: SnapshotStore;
-  readonly workers: WorkerRegistry;
+  /** Live workers, shared by every replica (the `runnel_workers` bucket). */
+  readonly workers: WorkerPresence;
+  /** Route health folded from the outcome feed. */
+  readonly health: HealthBook;
   listen(host: string, port: number): Promise<number>;
   /** Reports NOT_SERVING (health and readiness); calls are still served. */
   beginShutdown(): void;
@@ -40,6 +64,9 @@ export interface ControlPlane {
 /** The service names health reports on, besides the overall "". */
 const SERVICE_NAMES = ["runnel.v1.RoutingService", "runnel.v1.WorkerService", "runnel.v1.StreamAdminService"];
 
+/** How long a worker gets to acknowledge a drain order. */
+const DRAIN_ACK_TIMEOUT_MS = 2_000;
+
 /** proto/ at the repository (or image) root: reflection serves the same files the code was generated from. */
 const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
 
@@ -47,16 +74,38 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   const { bus, log, instanceId } = deps;
   const heartbeatIntervalMs = deps.heartbeatIntervalMs ?? 2_000;
   const snapshots = new SnapshotStore(deps.config);
-  const workers = new WorkerRegistry(heartbeatIntervalMs * 5);
+  // Live until five heartbeats are missed.
+  const workers = new WorkerPresence(bus.workers, heartbeatIntervalMs * 5, log);
   const records = new StreamRecords(bus.records);
+  // Breaker and budget settings from the snapshot in force, re-indexed when its version changes.
+  let settings = { version: snapshots.current.version, of: healthSettingsFrom(snapshots.current) };
+  const health = new HealthBook((provider) => {
+    const snapshot = snapshots.current;
+    if (snapshot.version !== settings.version) settings = { version: snapshot.version, of: healthSettingsFrom(snapshot) };
+    return settings.of(provider);
+  });
+  let badOutcomes = 0;
+  const outcomes = bus.nc.subscribe(HEALTH_OUTCOMES_SUBJECT, {
+    callback: (error, message) => {
+      if (error) return;
+      try {
+        health.apply(controlPlane.RouteOutcome.decode(message.data));
+      } catch (decodeError) {
+        badOutcomes += 1;
+        if (badOutcomes === 1 || badOutcomes % 1000 === 0) log.warn({ err: decodeError, badOutcomes }, "undecodable route outcome; ignored");
+      }
+    },
+  });
   const openCalls = new Set<{ end(): void }>();
   let closing = false;
 
   const server = new Server({
     // Long-lived watches are re-balanced across replicas: after 5 minutes a
-    // connection is told to go away and the client re-opens on another one.
+    // connection is told to go away and the client re-opens it (re-resolving
+    // a DNS target), so replicas added since get their share.
     "grpc.max_connection_age_ms": deps.maxConnectionAgeMs ?? 5 * 60_000,
     "grpc.max_connection_age_grace_ms": Math.min(30_000, deps.maxConnectionAgeMs ?? 30_000),
+    // Pings find a client whose host vanished, so its watch and registration end.
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
@@ -97,7 +146,8 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
       const finish = () => {
         openCalls.delete(handle);
         if (workerId) {
-          workers.disconnect(workerId);
+          // Its presence entry stays: the worker re-registers elsewhere and goes on
+          // refreshing it, or it expires after a few missed heartbeats.
           log.info({ worker: workerId }, "worker disconnected");
           workerId = undefined;
         }
@@ -110,12 +160,12 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
             return;
           }
           workerId = message.value.workerId;
-          workers.connect(workerId, message.value.version, message.value.capacity, Date.now());
+          workers.hello(workerId, message.value.capacity);
           call.write({ registered: { controlPlaneId: instanceId, heartbeatIntervalMs } });
           log.info({ worker: workerId, capacity: message.value.capacity }, "worker registered");
           return;
         }
-        if (message?.$case === "heartbeat") workers.heartbeat(workerId, message.value, Date.now());
+        if (message?.$case === "heartbeat") workers.report(workerId, message.value);
       });
       call.on("end", () => {
         finish();
@@ -142,25 +192,25 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
     listStreams: unary(log, async (request: controlPlane.ListStreamsRequest) => ({
       streams: await records.list(request.phase ?? StreamPhase.STREAM_PHASE_UNSPECIFIED, request.limit),
     })),
-    getProviderStatus: unary(log, async () => {
-      const now = Date.now();
-      const inFlight = workers.inFlightByProvider(now);
-      const snapshot = snapshots.current;
-      return {
-        routingVersion: snapshot.version,
-        providers: snapshot.providers.map((provider) => ({
-          name: provider.name,
-          type: provider.type,
-          healthy: provider.healthy,
-          inFlight: inFlight.get(provider.name) ?? 0,
-        })),
-        workers: workers.list(now),
-      };
+    getProviderStatus: unary(log, async () => providerStatus(snapshots.current, health.status(), await workers.live())),
+    drainWorker: unary(log, async (request: controlPlane.DrainWorkerRequest) => {
+      if (!request.workerId) throw serviceError(status.INVALID_ARGUMENT, "worker_id is required");
+      let found: boolean;
+      try {
+        found = await requestDrain(bus.nc, request.workerId, DRAIN_ACK_TIMEOUT_MS);
+      } catch (error) {
+        throw serviceError(
+          status.DEADLINE_EXCEEDED,
+          `worker ${request.workerId} did not acknowledge the drain: ${error instanceof Error ? error.message : String(error)}`,
+        );
+      }
+      log.info({ worker: request.workerId, found }, found ? "worker drain ordered" : "drain for an unknown worker");
+      return { found };
     }),
   });
 
-  const health = new HealthImplementation({ "": "NOT_SERVING" });
-  health.addToServer(server);
+  const grpcHealth = new HealthImplementation({ "": "NOT_SERVING" });
+  grpcHealth.addToServer(server);
   const reflection = new ReflectionService(
     loadSync(["runnel/v1/control_plane.proto", "runnel/v1/stream.proto"], { includeDirs: [PROTO_ROOT], keepCase: true }),
   );
@@ -168,14 +218,15 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
 
   const setServing = (serving: boolean) => {
     const value = serving ? "SERVING" : "NOT_SERVING";
-    health.setStatus("", value);
-    for (const name of SERVICE_NAMES) health.setStatus(name, value);
+    grpcHealth.setStatus("", value);
+    for (const name of SERVICE_NAMES) grpcHealth.setStatus(name, value);
   };
 
   return {
     server,
     snapshots,
     workers,
+    health,
     ready: () => !closing && bus.nc.isClosed() === false,
     async listen(host, port) {
       const bound = await new Promise<number>((resolve, reject) =>
@@ -191,6 +242,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
     async close(graceMs = 5_000) {
       closing = true;
       setServing(false);
+      outcomes.unsubscribe();
       // End the long-lived calls ourselves: tryShutdown waits for them otherwise.
       for (const call of openCalls) call.end();
       await new Promise<void>((resolve) => {

@@ -78,7 +78,7 @@ test("npm start serves a streamed completion to curl -N and SIGTERM leaves no pr
   const { NATS_URL: _ignored, ...env } = process.env;
   const child = spawn(process.execPath, [join(REPO_ROOT, "scripts", "start.mjs")], {
     cwd: REPO_ROOT,
-    env: { ...env, PORT: String(port), MOCK_PORT: String(mockPort), LOG_LEVEL: "warn" },
+    env: { ...env, PORT: String(port), MOCK_PORT: String(mockPort), GRPC_PORT: String(await freePort()), LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   try {
@@ -126,7 +126,7 @@ test("when a service dies, npm start stops the rest and exits non-zero", { timeo
   const { NATS_URL: _ignored, ...env } = process.env;
   const child = spawn(process.execPath, [join(REPO_ROOT, "scripts", "start.mjs")], {
     cwd: REPO_ROOT,
-    env: { ...env, PORT: String(port), MOCK_PORT: String(mockPort), LOG_LEVEL: "warn" },
+    env: { ...env, PORT: String(port), MOCK_PORT: String(mockPort), GRPC_PORT: String(await freePort()), LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   try {

@@ -1,0 +1,127 @@
+/**
+ * Reloads runnel.yaml on SIGHUP and when the file changes, without dropping
+ * anything: a valid new config becomes a new snapshot version pushed to every
+ * watcher (streams in flight keep the routes they were given); an invalid one
+ * is rejected with the validation message and the running config stays.
+ *
+ * The file is watched twice, because editors and Kubernetes replace it
+ * rather than write it: the file itself (through its symlinks) and its
+ * directory. A ConfigMap volume publishes an update by pointing the `..data`
+ * symlink at a new directory (`runnel.yaml -> ..data/runnel.yaml`), which
+ * the directory watch sees; the file watch is re-armed after every event, as
+ * the file it followed may be gone. Events are debounced and a file whose
+ * text did not change is not reloaded.
+ */
+import { type FSWatcher, readFileSync, watch } from "node:fs";
+import { basename, dirname } from "node:path";
+import { ConfigError, type Logger, type RunnelConfig } from "@runnel/shared";
+import type { SnapshotStore } from "./snapshot-store.js";
+
+export type ReloadResult =
+  | { readonly ok: true; readonly changed: boolean; readonly version: number; readonly trigger: string }
+  | { readonly ok: false; readonly error: string; readonly version: number; readonly trigger: string };
+
+export interface ConfigReloaderOptions {
+  /** Reads and validates the config (throws ConfigError naming the field). */
+  readonly load: () => Readonly<RunnelConfig>;
+  readonly snapshots: SnapshotStore;
+  readonly log: Logger;
+  /** The file to watch (RUNNEL_CONFIG); without one only reload() reloads. */
+  readonly path?: string;
+  /** Quiet time after the last file event before reloading (default 250 ms). */
+  readonly debounceMs?: number;
+  /** Told about every reload, for tests and telemetry. */
+  readonly onReload?: (result: ReloadResult) => void;
+}
+
+export class ConfigReloader {
+  readonly #options: ConfigReloaderOptions;
+  #directoryWatcher: FSWatcher | undefined;
+  #fileWatcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  /** The file's text as last reloaded (or at start), to skip events that changed nothing. */
+  #lastText: string | undefined;
+  #closed = false;
+
+  constructor(options: ConfigReloaderOptions) {
+    this.#options = options;
+    this.#lastText = this.#read();
+  }
+
+  /** Loads the config now and, when valid, serves it. Never throws. */
+  reload(trigger: string): ReloadResult {
+    const { snapshots, log } = this.#options;
+    this.#lastText = this.#read();
+    let result: ReloadResult;
+    try {
+      const config = this.#options.load();
+      const changed = snapshots.replace(config);
+      result = { ok: true, changed, version: snapshots.current.version, trigger };
+      log.info({ trigger, changed, routingVersion: snapshots.current.version }, changed ? "config reloaded" : "config reloaded; nothing changed");
+    } catch (error) {
+      const message = error instanceof ConfigError ? error.message : error instanceof Error ? error.message : String(error);
+      result = { ok: false, error: message, version: snapshots.current.version, trigger };
+      log.error({ trigger, routingVersion: snapshots.current.version, err: message }, "config reload rejected; the running config stays");
+    }
+    this.#options.onReload?.(result);
+    return result;
+  }
+
+  /** Starts watching the file and its directory. */
+  watch(): void {
+    const { path, log } = this.#options;
+    if (!path || this.#closed) return;
+    try {
+      this.#directoryWatcher = watch(dirname(path), { persistent: false }, () => this.#schedule());
+      this.#directoryWatcher.on("error", (error) => log.warn({ err: error, path }, "cannot watch the config directory; SIGHUP still reloads"));
+    } catch (error) {
+      log.warn({ err: error, path }, "cannot watch the config directory; SIGHUP still reloads");
+    }
+    this.#armFileWatch();
+    log.info({ path }, "watching the config file for changes");
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#directoryWatcher?.close();
+    this.#fileWatcher?.close();
+  }
+
+  #armFileWatch(): void {
+    const { path } = this.#options;
+    if (!path || this.#closed) return;
+    this.#fileWatcher?.close();
+    this.#fileWatcher = undefined;
+    try {
+      this.#fileWatcher = watch(path, { persistent: false }, () => this.#schedule());
+      // The file was replaced or removed: the directory watch still sees what comes next.
+      this.#fileWatcher.on("error", () => this.#schedule());
+    } catch {
+      // Not there right now (mid-replacement): the directory watch re-arms it.
+    }
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#armFileWatch();
+      // Unchanged text (a touch, an unrelated file in the directory): nothing to do. A file
+      // that cannot be read is a reload too: it is rejected with the reason, once.
+      if (this.#read() === this.#lastText) return;
+      this.reload(`file change (${basename(this.#options.path ?? "")})`);
+    }, this.#options.debounceMs ?? 250);
+    this.#timer.unref();
+  }
+
+  #read(): string | undefined {
+    const { path } = this.#options;
+    if (!path) return undefined;
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+}
