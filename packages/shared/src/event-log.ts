@@ -16,6 +16,12 @@ export interface LogBatch {
   readonly caughtUp: boolean;
   /** Seq of the first event this cursor read (0: none yet); older ones passed the retention window, or were read before. */
   readonly firstSeq: number;
+  /**
+   * The highest ownership epoch among the events this read skipped (seq at or
+   * before `after`): a takeover's fence the reader had already passed still
+   * fences off what follows it.
+   */
+  readonly skippedEpoch: number;
 }
 
 type Consumer = Awaited<ReturnType<Bus["js"]["consumers"]["get"]>>;
@@ -48,6 +54,7 @@ export class LogCursor {
     const consumer = this.#consumer;
     const events: StreamEvent[] = [];
     const streamSeqs: number[] = [];
+    let skippedEpoch = 0;
     while (this.#pending > 0 && events.length < limit) {
       const batch = await consumer.fetch({ max_messages: Math.min(this.#pending, Math.max(limit - events.length, 64)), expires: 2_000 });
       let got = 0;
@@ -59,7 +66,7 @@ export class LogCursor {
         if (event.seq > after) {
           events.push(event);
           streamSeqs.push(message.seq);
-        }
+        } else if (event.epoch > skippedEpoch) skippedEpoch = event.epoch;
       }
       if (got === 0) break;
     }
@@ -67,7 +74,7 @@ export class LogCursor {
       // Anything published since? Ask the server (info(true) would answer from the cache made at creation).
       this.#pending = (await consumer.info(false)).num_pending;
     }
-    return { events, streamSeqs, caughtUp: this.#pending === 0, firstSeq: this.#firstSeq };
+    return { events, streamSeqs, caughtUp: this.#pending === 0, firstSeq: this.#firstSeq, skippedEpoch };
   }
 
   async close(): Promise<void> {

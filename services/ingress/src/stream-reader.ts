@@ -251,6 +251,7 @@ export class StreamReader implements LiveListener {
         this.fail("RUNNEL_ERR_EVENTS_EXPIRED", `events after seq ${this.#next - 1} are no longer retained (the log starts at ${batch.firstSeq})`);
         return;
       }
+      if (batch.skippedEpoch > this.#epoch) this.#epoch = batch.skippedEpoch;
       for (const [index, event] of batch.events.entries()) {
         if (this.#ended || this.#paused) return;
         if (event.epoch < this.#epoch) {

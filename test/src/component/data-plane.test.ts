@@ -27,6 +27,8 @@ import {
   encodeJob,
   ensureTopology,
   eventsSubject,
+  type Failover,
+  FailoverMode,
   isTerminal,
   JOBS_SUBJECT,
   type Job,
@@ -310,6 +312,15 @@ models:
     assert.equal(mock.journal.entries().filter((entry) => entry.model === upstream).length, 0, "not generated again");
   });
 
+  const failover = (): Failover => ({
+    mode: FailoverMode.FAILOVER_MODE_RESTART,
+    from: { provider: "mock", model: "mock" },
+    to: { provider: "mock", model: "mock" },
+    reasonCode: "RUNNEL_ERR_WORKER_LOST",
+    reason: "test",
+    takeover: true,
+  });
+
   const reader = (streamId: string, after: number, fromLog: boolean, bufferEvents = 256) =>
     new StreamReader({ hub: new StreamHub(bus.nc), log: new EventLog(bus), streamId, after, fromLog, bufferEvents });
 
@@ -329,6 +340,52 @@ models:
     );
     const gap = delivered.at(-1)?.event;
     assert.equal(gap?.$case === "error" ? gap.value.code : gap?.$case, "RUNNEL_ERR_EVENT_GAP");
+  });
+
+  test("fencing: after a takeover's fence, a late write of the old owner reaches no reader, live or from the log", async () => {
+    const streamId = newStreamId();
+    const subject = eventsSubject(streamId);
+    const event = (seq: number, epoch: number, body: StreamEvent["event"]): StreamEvent => ({ streamId, seq, epoch, event: body });
+    const text = (seq: number, epoch: number, value: string) => event(seq, epoch, { $case: "textDelta", value: { text: value } });
+    const live = reader(streamId, 0, false);
+    const delivered: StreamEvent[] = [];
+    live.attach((delivery) => delivered.push(delivery));
+    // The old owner (epoch 0) wrote two events.
+    await bus.js.publish(subject, encodeEvent(text(1, 0, "a")));
+    const second = await bus.js.publish(subject, encodeEvent(text(2, 0, "b")));
+    // A takeover's fence that expects an older position is refused: the new owner must read again.
+    await assert.rejects(
+      bus.js.publish(subject, encodeEvent(event(3, 1, { $case: "failover", value: failover() })), { expect: { lastSubjectSequence: second.seq - 1 } }),
+      /wrong last sequence/i,
+    );
+    // The fence that expects the log's real end lands.
+    await bus.js.publish(subject, encodeEvent(event(3, 1, { $case: "failover", value: failover() })), { expect: { lastSubjectSequence: second.seq } });
+    // The old owner comes back and writes on, with the seqs the new owner uses too.
+    await bus.js.publish(subject, encodeEvent(text(3, 0, "stale")));
+    await bus.js.publish(subject, encodeEvent(text(4, 0, "stale")));
+    await bus.js.publish(subject, encodeEvent(text(4, 1, "fresh")));
+    await bus.js.publish(subject, encodeEvent(text(5, 0, "stale")));
+    await bus.js.publish(subject, encodeEvent(event(5, 1, { $case: "done", value: { finishReason: 1 } })));
+    const expected = [
+      [1, 0, "a"],
+      [2, 0, "b"],
+      [3, 1, "failover"],
+      [4, 1, "fresh"],
+      [5, 1, "done"],
+    ];
+    const view = (events: StreamEvent[]) =>
+      events.map((delivery) => [delivery.seq, delivery.epoch, delivery.event?.$case === "textDelta" ? delivery.event.value.text : delivery.event?.$case]);
+    const deadline = Date.now() + 5_000;
+    while (!live.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(view(delivered), expected, "live");
+    for (const after of [0, 2, 3]) {
+      const replay = reader(streamId, after, true);
+      const replayed: StreamEvent[] = [];
+      replay.attach((delivery) => replayed.push(delivery));
+      const until = Date.now() + 5_000;
+      while (!replay.ended && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(view(replayed), expected.slice(after), `replayed after ${after}`);
+    }
   });
 
   test("the ingress's stream reader: far more events than its buffer before it attaches, all delivered in order from the log", async () => {
