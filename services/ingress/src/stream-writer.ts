@@ -30,11 +30,31 @@ export interface WriteStreamOptions {
   readonly onAbandon: (reason: string, detach: boolean) => void;
   /** Runs once when the response is over, however it ended. */
   readonly onEnd: () => void;
+  /**
+   * How an ingress shutdown ends this stream for its client; the generation
+   * goes on either way, for the client to resume on another replica. `error`
+   * (the default): an explicit RUNNEL_ERR_SHUTTING_DOWN error event naming the
+   * position, for clients that do not reconnect by themselves (SDKs reading a
+   * POST). `reconnect`: a clean end, for EventSource clients, which reconnect
+   * on their own with Last-Event-ID. Both carry the reconnect hint (`retry:`).
+   */
+  readonly onShutdown?: "error" | "reconnect";
+  /** The client fell behind (`paused`: its reader waits for the socket to drain) or was cut off for reading nothing (`cut`). */
+  readonly onSlowClient?: (kind: "paused" | "cut") => void;
 }
 
 export interface OpenStream {
-  /** Ends the stream now with an explicit RUNNEL_ERR_SHUTTING_DOWN error; the generation goes on for the detach grace. */
+  /** Ends the stream now as `onShutdown` says, and closes the connection; the generation goes on for the client to resume. */
   shutdown(): void;
+}
+
+/**
+ * The reconnect delay an ingress shutting down gives its SSE clients: short,
+ * and spread so that its clients do not all land on the other replicas in the
+ * same instant.
+ */
+export function reconnectDelayMs(random: () => number = Math.random): number {
+  return 250 + Math.floor(random() * 750);
 }
 
 export function writeStream(options: WriteStreamOptions): OpenStream {
@@ -52,12 +72,34 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     response.writeHead(200, { ...wire.headers, ...extraHeaders });
   };
 
+  // Frames are gathered and handed to the response once per turn of the event
+  // loop (one NATS read often carries several events of a stream): one write,
+  // one chunk header, one syscall instead of one per event, and no delay.
+  let pending = "";
+  let flushQueued = false;
   const write = (text: string) => {
     wroteSinceTick = true;
+    pending = pending === "" ? text : pending + text;
+    // Past the buffer limit: write now, so flow control below pauses the reader at once.
+    if (response.writableLength + pending.length > options.maxBufferBytes) flush();
+    else if (!flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flush);
+    }
+  };
+
+  function flush(): void {
+    flushQueued = false;
+    if (pending === "") return;
+    const text = pending;
+    pending = "";
+    if (response.destroyed) return;
     if (!response.write(text) && response.writableLength > options.maxBufferBytes && !reader.paused) {
       // The client is behind: stop taking events (they wait in the log) until its socket drains.
       reader.pause();
+      options.onSlowClient?.("paused");
       stuckTimer = setTimeout(() => {
+        options.onSlowClient?.("cut");
         abandon("RUNNEL_ERR_SLOW_CLIENT", `the client read nothing for ${options.stuckClientTimeoutMs} ms`, "client stopped reading");
         response.destroy();
       }, options.stuckClientTimeoutMs);
@@ -67,15 +109,18 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
         reader.resume();
       });
     }
-  };
+  }
 
-  const finish = () => {
+  /** Ends the response; `closeConnection`: by closing the connection after what was written, without HTTP's end of body. */
+  const finish = (closeConnection = false) => {
     if (ended) return;
     ended = true;
     clearInterval(heartbeat);
     clearTimeout(stuckTimer);
     reader.close();
-    response.end();
+    flush();
+    if (closeConnection && response.socket) response.socket.end();
+    else response.end();
     options.onEnd();
   };
 
@@ -152,8 +197,22 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
   return {
     shutdown() {
       if (ended) return;
+      const message = `the ingress is shutting down; resume from seq ${reader.position} on another replica`;
+      const reconnect = options.onShutdown === "reconnect" && wire.streaming;
+      if (!headersSent && !reconnect) {
+        // Nothing sent yet: the HTTP error, and the connection closes after it (Connection: close).
+        response.shouldKeepAlive = false;
+        endWithError("RUNNEL_ERR_SHUTTING_DOWN", message, 503);
+      } else {
+        commitHeaders();
+        const hint = wire.reconnectHint(reconnectDelayMs());
+        // `reconnect`: the hint alone, an event without data, which dispatches nothing and sets the reconnect delay.
+        write(reconnect ? `${hint}\n` : `${hint}${wire.errorEvent("RUNNEL_ERR_SHUTTING_DOWN", message, 503, 0)}`);
+        // Ended by closing the connection: after an HTTP end of body, a client's pool may reuse the
+        // connection for its next request (the resume), which would reach this replica as it closes.
+        finish(true);
+      }
       // Not a cancel: the generation goes on for the detach grace so the client can resume on another replica.
-      endWithError("RUNNEL_ERR_SHUTTING_DOWN", `the ingress is shutting down; resume from seq ${reader.position} on another replica`, 503);
       options.onAbandon("ingress shutting down", true);
     },
   };

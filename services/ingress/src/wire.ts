@@ -25,6 +25,12 @@ export interface Wire {
   end(): string;
   /** Written when nothing else was for a heartbeat interval (streams only). */
   heartbeat(): string;
+  /**
+   * The line that tells a client how long to wait before it reconnects (SSE
+   * `retry: <ms>`, ending with one newline so it joins the next event), or ""
+   * for formats without one. Written when the ingress shuts down mid-stream.
+   */
+  reconnectHint(delayMs: number): string;
   /** An error after the first byte; `seq` 0 for errors the ingress raised itself. */
   errorEvent(code: string, message: string, httpStatus: number, seq: number): string;
   /** An error before the first byte. */
@@ -57,6 +63,7 @@ export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkCont
       },
       end: () => JSON.stringify(accumulator.result()),
       heartbeat: () => "",
+      reconnectHint: () => "",
       errorEvent: () => "",
       errorResponse,
     };
@@ -74,6 +81,7 @@ export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkCont
     end: () => (sse ? "data: [DONE]\n\n" : ""),
     // SSE comments are ignored by every client; NDJSON clients skip blank lines.
     heartbeat: () => (sse ? ": keep-alive\n\n" : "\n"),
+    reconnectHint: (delayMs) => (sse ? `retry: ${delayMs}\n` : ""),
     errorEvent: (code, message, _httpStatus, seq) => frame(seq, JSON.stringify(openAIErrorBody(code, message))),
     errorResponse,
   };
@@ -96,6 +104,7 @@ export function anthropicWire(streaming: boolean, streamId: string, model: strin
       },
       end: () => JSON.stringify(accumulator.result()),
       heartbeat: () => "",
+      reconnectHint: () => "",
       errorEvent: () => "",
       errorResponse,
     };
@@ -108,6 +117,7 @@ export function anthropicWire(streaming: boolean, streamId: string, model: strin
     end: () => "",
     // A ping comes after message_start, as Anthropic's stream always begins with it.
     heartbeat: () => `${encoder.start()}${PING_FRAME}`,
+    reconnectHint: (delayMs) => `retry: ${delayMs}\n`,
     errorEvent: (_code, message, httpStatus, seq) => errorFrame(httpStatus, message, seq),
     errorResponse,
   };

@@ -108,6 +108,24 @@ describe("stream resources and more clients", () => {
     assert.equal(again.status, 204);
   });
 
+  test("an EventSource reconnecting with Last-Event-ID resumes after it, not from the ?after= of its URL", async () => {
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("mock", { stream: true }),
+    });
+    const streamId = response.headers.get("x-runnel-stream-id");
+    const token = response.headers.get("x-runnel-resume-token");
+    assert.equal(parseSse(await response.text()).events.at(-1)?.data, "[DONE]");
+    // Opened with ?after=5, it received up to 20, was cut, and reconnects: the URL is unchanged, Last-Event-ID is 20.
+    const again = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/events?token=${token}&after=5`, { headers: { "last-event-id": "20" } });
+    const { events } = parseSse(await again.text());
+    assert.equal(events[0]?.id, "21");
+    // And the other way round: a fresh position in the URL is not overridden by an older header.
+    const fresh = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/events?token=${token}&after=30`, { headers: { "last-event-id": "20" } });
+    assert.equal(parseSse(await fresh.text()).events[0]?.id, "31");
+  });
+
   test("DELETE cancels at once and idempotently; the reader gets RUNNEL_ERR_CANCELLED; status says cancelled", async () => {
     const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
       method: "POST",

@@ -14,6 +14,8 @@ export interface RouteContext {
   readonly telemetry: IngressTelemetry;
   /** The last routing snapshot; throws RUNNEL_ERR_NOT_READY before the first. */
   readonly routing: () => RoutingTable;
+  /** True once shutdown began. */
+  readonly closing: () => boolean;
   /** Throws RUNNEL_ERR_SHUTTING_DOWN once shutdown began. */
   readonly refuseIfClosing: () => void;
   /** Registers an open response (counted as an active stream of `transport`) so shutdown can end it; returns the function to call when it ends. */

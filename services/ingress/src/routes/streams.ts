@@ -8,7 +8,7 @@ import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, Stre
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
-import { type OpenStream, writeStream } from "../stream-writer.js";
+import { type OpenStream, reconnectDelayMs, writeStream } from "../stream-writer.js";
 import { openAIWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
 
@@ -93,11 +93,21 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
   });
 
   app.get("/v1/streams/:id/events", async (request, reply) => {
-    context.refuseIfClosing();
+    if (context.closing()) {
+      // Not a 503: an EventSource gives up on any answer but 200. Told to come back, it reconnects
+      // (Last-Event-ID) on a new connection, which the load balancer sends to another replica.
+      return reply
+        .code(200)
+        .headers({ "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "close" })
+        .send(`retry: ${reconnectDelayMs()}\n\n`);
+    }
     const query = parseQuery(EventsQuery, request.query);
     const { streamId, record } = await authorize(request, query.token);
     const lastEventId = request.headers["last-event-id"];
-    const after = query.after ?? (typeof lastEventId === "string" && /^\d+$/.test(lastEventId) ? Number(lastEventId) : 0);
+    const seenUpTo = typeof lastEventId === "string" && /^\d+$/.test(lastEventId) ? Number(lastEventId) : 0;
+    // The later of the two: an EventSource keeps the URL it was opened with (`?after=` its first position)
+    // and sends Last-Event-ID, the last event it received, every time it reconnects.
+    const after = Math.max(query.after ?? 0, seenUpTo);
     const endedAt = await context.streams.endedAt(streamId, record);
     if (endedAt !== undefined && after >= endedAt) {
       // Nothing after the end: 204 tells an EventSource to stop reconnecting.
@@ -118,6 +128,8 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
       onSlowClient: (kind) => context.telemetry.slowClient("sse", kind),
       onAbandon: (reason, detach) => context.streams.abandoned(streamId, reason, detach),
+      // EventSource reconnects by itself (with Last-Event-ID) after a clean end; an error event would only stop it.
+      onShutdown: "reconnect",
       onEnd: () => {
         ended = true;
         untrack();
