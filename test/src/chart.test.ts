@@ -195,10 +195,11 @@ for (const profile of PROFILES) {
       const delay = Number(env(container, "SHUTDOWN_DELAY_MS"));
       assert.ok(sleep >= 5, `preStop sleep ${sleep}`);
       assert.ok(delay > 0, "SHUTDOWN_DELAY_MS");
-      // preStop + delay + the ingress's 10 s stream drain, with room to close.
-      assert.ok(podSpec(ingress).terminationGracePeriodSeconds >= sleep + delay / 1000 + 10 + 5, "ingress grace period");
-      assert.equal(ingress.spec.strategy.rollingUpdate.maxUnavailable, 0);
       const config = parse(named(objects, "ConfigMap", `${FULLNAME}-config`).data["runnel.yaml"]);
+      // preStop + delay + the ingress's stream drain (ingress.drainTimeout), with room to close.
+      const ingressDrain = seconds(config.ingress?.drainTimeout ?? "10s");
+      assert.ok(podSpec(ingress).terminationGracePeriodSeconds >= sleep + delay / 1000 + ingressDrain + 5, "ingress grace period");
+      assert.equal(ingress.spec.strategy.rollingUpdate.maxUnavailable, 0);
       const drain = seconds(config.worker?.drainTimeout ?? "30s");
       assert.ok(podSpec(deployment("worker")).terminationGracePeriodSeconds > drain, "worker grace period > worker.drainTimeout");
       for (const component of ["ingress", "worker"]) {
@@ -335,6 +336,10 @@ for (const profile of PROFILES) {
           const [container] = containers(deployment(component));
           assert.equal(env(container, "OTEL_EXPORTER_OTLP_ENDPOINT"), values.otel.endpoint, component);
           assert.equal(env(container, "OTEL_SERVICE_NAME"), `runnel-${component}`);
+          // The telemetry preload is loaded before the service (it is what reads OTEL_*), and /metrics has its own port.
+          assert.deepEqual(container.args.slice(0, 2), ["--import", `./services/${component}/dist/instrument.js`], component);
+          assert.ok(existsSync(join(REPO_ROOT, "services", component, "src", "instrument.ts")), component);
+          assert.equal(env(container, "METRICS_PORT"), String(values.serviceMonitor?.port ?? 9464), component);
         }
         assert.equal(byKind(objects, "ServiceMonitor").length, values.serviceMonitor?.enabled ? 1 : 0);
         const pods = byKind(objects, "HorizontalPodAutoscaler").flatMap((hpa) => hpa.spec.metrics.filter((metric: { type: string }) => metric.type === "Pods"));

@@ -5,9 +5,11 @@
  * replica answers, so a client disconnect still stops the provider.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
+import { context } from "@opentelemetry/api";
 import { CancelStreamRequest, type StreamState } from "./gen/runnel/v1/control_plane.js";
 import { StreamPhase, type StreamRecords } from "./stream-records.js";
-import { cancelSubject } from "./subjects.js";
+import { CANCEL_SUBJECT_TEMPLATE, cancelSubject } from "./subjects.js";
+import { startPublishSpan, traceHeaders } from "./tracing.js";
 
 export { CancelStreamRequest };
 
@@ -22,7 +24,16 @@ export async function cancelStream(
   // notice may have been lost, and a worker ignores a cancel for a stream it
   // no longer runs.
   if (result.state.owner && result.state.phase === StreamPhase.STREAM_PHASE_CANCELLED) {
-    nc.publish(cancelSubject(result.state.owner), CancelStreamRequest.encode({ streamId, reason }).finish());
+    const subject = cancelSubject(result.state.owner);
+    const data = CancelStreamRequest.encode({ streamId, reason }).finish();
+    // The worker runs the cancel in this trace (the request that caused it).
+    const { span, context: publishing } = startPublishSpan(
+      { subject, template: CANCEL_SUBJECT_TEMPLATE, bodySize: data.length },
+      { "runnel.stream.id": streamId, "runnel.cancel.reason": reason },
+    );
+    const headers = traceHeaders(publishing);
+    context.with(publishing, () => nc.publish(subject, data, headers ? { headers } : undefined));
+    span.end();
   }
   return result;
 }

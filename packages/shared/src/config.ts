@@ -372,6 +372,8 @@ export const SettingsSchema = z.object({
   GRPC_PORT: port.default(50051),
   /** Health/readiness HTTP port of the control plane and the worker. */
   HEALTH_PORT: port.optional(),
+  /** A separate port for GET /metrics; unset: the ingress serves it on PORT, the worker and the control plane on HEALTH_PORT. */
+  METRICS_PORT: port.optional(),
   MOCK_PORT: port.default(9001),
   INSTANCE_ID: z.string().optional(),
   /** Worker concurrency override (else runnel.yaml `worker.concurrency`). */

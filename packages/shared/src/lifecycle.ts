@@ -1,23 +1,31 @@
 /**
  * Process lifecycle shared by every service: a tiny HTTP server for /healthz
- * (alive) and /readyz (ready to serve) where a service has no HTTP server of
- * its own, and SIGTERM/SIGINT handling that runs the service's shutdown once,
- * with a forced exit if it hangs.
+ * (alive), /readyz (ready to serve) and /metrics (Prometheus text) where a
+ * service has no HTTP server of its own, and SIGTERM/SIGINT handling that
+ * runs the service's shutdown once, flushes buffered spans, with a forced
+ * exit if it hangs.
  */
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "./logger.js";
+import { flushTelemetry } from "./tracing.js";
 
 export interface Probes {
   /** Alive: the event loop runs. Failing it gets the process restarted. */
   live(): boolean;
   /** Ready: can serve now. Failing it only takes the instance out of rotation. */
   ready(): { ready: boolean; reasons: string[] };
+  /** Answers GET /metrics (createMetrics(...).handle); absent: 404. */
+  metrics?(request: IncomingMessage, response: ServerResponse): void;
 }
 
 export async function startProbeServer(host: string, port: number, probes: Probes): Promise<{ server: Server; port: number }> {
   const server = createServer((request, response) => {
     const path = request.url?.split("?")[0];
+    if (path === "/metrics" && probes.metrics) {
+      probes.metrics(request, response);
+      return;
+    }
     let status = 404;
     let body: unknown = { error: "not found" };
     if (path === "/healthz") {
@@ -38,6 +46,23 @@ export async function startProbeServer(host: string, port: number, probes: Probe
   return { server, port: (server.address() as AddressInfo).port };
 }
 
+/** Serves GET /metrics alone on its own port (METRICS_PORT), for deployments that keep scrapes off the API and probe ports. */
+export async function startMetricsServer(
+  host: string,
+  port: number,
+  metrics: (request: IncomingMessage, response: ServerResponse) => void,
+): Promise<{ server: Server; port: number }> {
+  const server = createServer((request, response) => {
+    if (request.url?.split("?")[0] === "/metrics") metrics(request, response);
+    else response.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: "not found" }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
 /** Runs `shutdown` once on SIGTERM or SIGINT; exits 0 when it resolves, 1 if it throws or exceeds `timeoutMs`. */
 export function onShutdownSignal(log: Logger, shutdown: (signal: string) => Promise<void>, timeoutMs = 60_000): void {
   let started = false;
@@ -50,16 +75,22 @@ export function onShutdownSignal(log: Logger, shutdown: (signal: string) => Prom
       process.exit(1);
     }, timeoutMs);
     timer.unref();
-    shutdown(signal).then(
-      () => {
-        log.info("stopped");
-        process.exit(0);
-      },
-      (error: unknown) => {
-        log.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+    shutdown(signal)
+      .then(
+        () => {
+          log.info("stopped");
+          return 0;
+        },
+        (error: unknown) => {
+          log.error({ err: error }, "shutdown failed");
+          return 1;
+        },
+      )
+      // Spans still in the exporter's buffer go out before the process does.
+      .then(async (code) => {
+        await flushTelemetry();
+        process.exit(code);
+      });
   };
   process.on("SIGTERM", handle);
   process.on("SIGINT", handle);

@@ -10,11 +10,15 @@ import {
   type ControlPlaneLink,
   controlPlane,
   type Logger,
+  type Metrics,
+  noopMeter,
   openAIErrorBody,
+  PROMETHEUS_CONTENT_TYPE,
   RoutingTable,
   type RunnelConfig,
   RunnelError,
   StreamRecords,
+  setHttpRoute,
   toRunnelError,
 } from "@runnel/shared";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
@@ -27,6 +31,7 @@ import { registerStreamRoutes } from "./routes/streams.js";
 import { registerWebSocket } from "./routes/ws.js";
 import type { OpenStream } from "./stream-writer.js";
 import { StreamService } from "./streams.js";
+import { IngressTelemetry } from "./telemetry.js";
 
 export interface IngressDeps {
   readonly bus: Bus;
@@ -38,6 +43,10 @@ export interface IngressDeps {
   readonly options: Readonly<RunnelConfig["ingress"]>;
   /** Absent: the gateway is open. */
   readonly auth?: RunnelConfig["auth"];
+  /** Recorded on; absent: no metrics. */
+  readonly metrics?: Metrics;
+  /** Serve GET /metrics on the app's own port (default true; false when METRICS_PORT serves it). */
+  readonly metricsOnAppPort?: boolean;
 }
 
 export interface Ingress {
@@ -57,7 +66,8 @@ export function buildIngress(deps: IngressDeps): Ingress {
   const auth = new Auth(deps.auth);
   if (auth.open) log.warn("NO AUTH: runnel.yaml has no auth section, so anyone who can reach this ingress can use it");
   else if (auth.ephemeralSecret) log.warn("auth.resumeSecret is not set: resume tokens work only on the ingress replica that issued them");
-  const streams = new StreamService({ bus, records: new StreamRecords(bus.records), link, log, auth, options, busOptions: deps.busOptions });
+  const telemetry = new IngressTelemetry(deps.metrics?.meter ?? noopMeter());
+  const streams = new StreamService({ bus, records: new StreamRecords(bus.records), link, log, auth, options, busOptions: deps.busOptions, telemetry });
   const open = new Set<OpenStream>();
   let table: RoutingTable | undefined;
   let closing = false;
@@ -70,7 +80,22 @@ export function buildIngress(deps: IngressDeps): Ingress {
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 75_000,
-    return503OnClosing: true,
+    // Every route that opens a stream refuses itself while closing (the resume route with a reconnect hint, not a 503).
+    return503OnClosing: false,
+  });
+
+  // The request's server span (HTTP instrumentation) is named by its route, not its URL.
+  app.addHook("onRequest", (request, _reply, done) => {
+    setHttpRoute(request.routeOptions.url);
+    done();
+  });
+
+  // While shutting down, no connection outlives its response: keep-alive
+  // connections are pinned to this replica (a load balancer moves connections,
+  // not requests), and a client's next request must reach another one.
+  app.addHook("onSend", async (_request, reply, payload) => {
+    if (closing) void reply.header("connection", "close");
+    return payload;
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -100,6 +125,10 @@ export function buildIngress(deps: IngressDeps): Ingress {
   };
 
   app.get("/healthz", async () => ({ status: "ok" }));
+  const { metrics } = deps;
+  if (metrics && deps.metricsOnAppPort !== false) {
+    app.get("/metrics", async (_request, reply) => reply.header("content-type", PROMETHEUS_CONTENT_TYPE).send(await metrics.render()));
+  }
   app.get("/readyz", async (_request, reply) => {
     const state = readiness();
     return reply.code(state.ready ? 200 : 503).send({ status: state.ready ? "ready" : "not ready", reasons: state.reasons });
@@ -110,16 +139,22 @@ export function buildIngress(deps: IngressDeps): Ingress {
     auth,
     log,
     options,
+    telemetry,
     routing: () => {
       if (!table) throw new RunnelError("RUNNEL_ERR_NOT_READY", "no routing snapshot received from the control plane yet");
       return table;
     },
+    closing: () => closing,
     refuseIfClosing: () => {
       if (closing) throw new RunnelError("RUNNEL_ERR_SHUTTING_DOWN", "this ingress is shutting down; retry");
     },
-    track: (stream) => {
+    track: (stream, transport) => {
       open.add(stream);
-      return () => open.delete(stream);
+      const ended = telemetry.streamOpened(transport);
+      return () => {
+        open.delete(stream);
+        ended();
+      };
     },
   };
 
@@ -149,11 +184,17 @@ export function buildIngress(deps: IngressDeps): Ingress {
     ready: readiness,
     beginShutdown() {
       closing = true;
+      app.server.closeIdleConnections();
     },
     async close(graceMs) {
       closing = true;
       const deadline = Date.now() + graceMs;
-      while (open.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      do {
+        // Idle keep-alive connections (a stream that ended during the drain leaves one) go too, for the same reason.
+        app.server.closeIdleConnections();
+        if (open.size > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      } while (open.size > 0 && Date.now() < deadline);
+      app.server.closeIdleConnections();
       for (const stream of [...open]) stream.shutdown();
       await app.close();
       streams.close();

@@ -5,3 +5,4 @@ export { ChatCompletionRequestSchema, parseChatCompletionRequest, toChatRequest 
 export { StreamHub } from "./stream-hub.js";
 export { type EventSink, StreamReader } from "./stream-reader.js";
 export { StreamService } from "./streams.js";
+export { IngressTelemetry, type ResumeVia, type Transport } from "./telemetry.js";

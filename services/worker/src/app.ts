@@ -33,10 +33,13 @@ import {
 } from "@runnel/shared";
 
 import { EventPublisher } from "./event-publisher.js";
-import { CancelReason, runJob } from "./job-runner.js";
+import { CancelReason, HandOff, runJob } from "./job-runner.js";
 import { AgentPool, createAdapters, DEFAULT_RETRY_POLICY } from "./providers/index.js";
 import type { OutcomeReport } from "./route-runner.js";
 import type { ObserveJob } from "./stream-observer.js";
+
+type JobConsumer = Awaited<ReturnType<Bus["js"]["consumers"]["get"]>>;
+type PullRequest = Awaited<ReturnType<JobConsumer["fetch"]>>;
 
 /** Concurrent pull requests a worker keeps open while it has free slots. */
 const PULL_LANES = 16;
@@ -96,6 +99,13 @@ export function buildWorker(deps: WorkerDeps): Worker {
     },
   });
   const running = new Map<string, Running>();
+  /**
+   * The job pulls waiting at the server. A drain withdraws them: otherwise the
+   * server goes on offering new jobs to this worker for up to 5 s, each is
+   * NAKed, and a job NAKed `max_deliver` (5) times by the 16 waiting pulls is
+   * never delivered again: its client waits until the job's max age.
+   */
+  const pulls = new Set<PullRequest>();
   const publisher = new EventPublisher(bus.nc);
   let table: RoutingTable | undefined;
   const health = new HealthBook((provider) => healthSettings(table?.provider(provider)));
@@ -219,9 +229,12 @@ export function buildWorker(deps: WorkerDeps): Worker {
           },
         )
         .then(
-          () => {
+          (outcome) => {
             span.end();
+            // Awaited, so a drain does not close NATS before the job is back in the queue.
+            if (outcome === "handed-off") return handBack(message, job.streamId);
             message.ack();
+            return undefined;
           },
           (error: unknown) => {
             recordFailure(span, error);
@@ -239,12 +252,33 @@ export function buildWorker(deps: WorkerDeps): Worker {
   };
 
   /**
+   * Puts a handed-off stream's job back in the queue for another worker to
+   * take the stream over at once. As a fresh message, not a NAK: a NAK counts
+   * against the consumer's delivery limit, so a stream handed over a few
+   * times in a rollout would never be delivered again.
+   */
+  const handBack = (message: JsMsg, streamId: string): Promise<void> =>
+    bus.js
+      .publish(JOBS_SUBJECT, message.data, {
+        msgID: `${streamId}.handoff.${message.info.streamSequence}`,
+        timeout: 5_000,
+        ...(message.headers ? { headers: message.headers } : {}),
+      })
+      .then(
+        () => message.ack(),
+        (error: unknown) => {
+          log.warn({ err: error, stream_id: streamId }, "republishing a handed-off job failed; returning it with a NAK");
+          message.nak();
+        },
+      );
+
+  /**
    * Pulls jobs on PULL_LANES concurrent pull requests, never holding more
    * than the free slots: one pull at a time dispatched a burst of 500 jobs
    * one round trip after another (about 1 s to the last first token).
    */
   const pullLoop = async () => {
-    const consumer = await bus.js.consumers.get(JOBS_STREAM, JOBS_CONSUMER);
+    const consumer: JobConsumer = await bus.js.consumers.get(JOBS_STREAM, JOBS_CONSUMER);
     let reserved = 0;
     const lane = async () => {
       while (!draining) {
@@ -257,9 +291,20 @@ export function buildWorker(deps: WorkerDeps): Worker {
           continue;
         }
         reserved += 1;
-        let message: JsMsg | null;
+        let message: JsMsg | null = null;
         try {
-          message = await consumer.next({ expires: 5_000 });
+          // consumer.next() with a handle: drain() withdraws the request (see `pulls`).
+          const pull = await consumer.fetch({ max_messages: 1, expires: 5_000 });
+          pulls.add(pull);
+          try {
+            for await (const each of pull) {
+              message = each;
+              break;
+            }
+          } finally {
+            pulls.delete(pull);
+            pull.stop();
+          }
         } catch (error) {
           reserved -= 1;
           if (draining) break;
@@ -311,11 +356,12 @@ export function buildWorker(deps: WorkerDeps): Worker {
     async drain(timeoutMs) {
       draining = true;
       wakeSlots();
+      for (const pull of pulls) pull.stop();
       const all = Promise.all([...running.values()].map((entry) => entry.done));
       const timer = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), timeoutMs).unref());
       if ((await Promise.race([all, timer])) === "timeout") {
-        log.warn({ streams: running.size }, "drain timed out; ending the remaining streams");
-        for (const entry of running.values()) entry.controller.abort(new CancelReason("RUNNEL_ERR_SHUTTING_DOWN", "worker shutting down"));
+        log.warn({ streams: running.size }, "drain timed out; handing the remaining streams to other workers");
+        for (const entry of running.values()) entry.controller.abort(new HandOff());
         await all;
       }
       cancelSubscription.unsubscribe();

@@ -15,3 +15,4 @@ export {
   type StreamCall,
 } from "./providers/index.js";
 export { ChunkSchema, createOpenAIAdapter, openAIRequestBody } from "./providers/openai.js";
+export { genAiProvider, JobTelemetry, observeJobs, observeWorkerLoad, WorkerInstruments } from "./telemetry.js";

@@ -401,6 +401,7 @@ export class RouteRunner {
         signal: attempt.controller.signal,
         ready: () => (attempt.forward ? this.#input.ready() : undefined),
         emit: (body) => attempt.receive(body),
+        onRetry: (notice) => this.#deps.observer.retry(notice.provider, notice.attempt, notice.delayMs, notice.code),
       })
       .then(
         (): Settled => ({ ok: true }),

@@ -32,17 +32,28 @@ export async function startE2E(name: string, config = E2E_CONFIG, env: Readonly<
   }
 }
 
-/** One request as the mock provider recorded it. */
+/** One request as the mock provider recorded it (its journal entry; see services/mock-provider/src/journal.ts). */
 export interface MockRequest {
   id: string | number;
+  /** The wire format: openai, anthropic or gemini. */
+  format: string;
   model: string;
+  /** The scenario's `fail`, if any. */
+  fail: string | null;
   stream: boolean;
   receivedAt: number;
+  /** HTTP status sent; null if none was. */
+  status: number | null;
+  headersSentAt: number | null;
   tokensSent: number;
+  /** When the first content token went out. */
+  firstTokenAt: number | null;
   finished: boolean;
   clientClosed: boolean;
   clientClosedAt: number | null;
   authorization: boolean;
+  /** The conversation the request carried: role and text of each turn. */
+  messages: { role: string; text: string }[];
 }
 
 export async function mockRequests(stack: Stack): Promise<MockRequest[]> {

@@ -125,9 +125,12 @@ describe("retries before the first token, against an HTTP server", () => {
   test("429 with Retry-After: 1 waits about a second, then the second attempt streams; the client sees only attempt 2", BOUNDED, async (t) => {
     const up = await upstream(t, sequence(status(429, "Rate limit reached", { "retry-after": "1" }), ok));
     const notices: RetryNotice[] = [];
-    const run = runAdapter(retrying(up, POLICY, notices), up);
+    const perStream: unknown[] = [];
+    const run = runAdapter(retrying(up, POLICY, notices), up, { onRetry: (notice) => perStream.push(notice) });
     await run.result;
     assert.equal(up.seen.length, 2);
+    // The stream's own listener (its telemetry) hears of the retry too.
+    assert.deepEqual(perStream, [{ provider: "p", attempt: 1, delayMs: 1000, code: "RUNNEL_ERR_PROVIDER_RATE_LIMITED" }]);
     const [gap] = gaps(up);
     assert.ok(gap !== undefined && gap >= 950 && gap < 2_500, `second attempt ${gap?.toFixed(0)} ms after the first`);
     assert.deepEqual(run.events, [

@@ -94,6 +94,7 @@ export function withRetries(adapter: ProviderAdapter, options: RetryOptions): Pr
           const delay = retryDelay(error, attempt, performance.now() - firstStart, policy, random);
           if (delay === undefined) throw attempt > 1 ? withAttempts(error, attempt) : error;
           options.onRetry?.({ provider: call.provider.name, attempt, delayMs: delay, error: error as RunnelError });
+          call.onRetry?.({ provider: call.provider.name, attempt, delayMs: delay, code: (error as RunnelError).code });
           try {
             await sleep(delay, undefined, { signal: call.signal });
           } catch {

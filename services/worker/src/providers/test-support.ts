@@ -9,7 +9,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { ChatRequest, controlPlane, EventBody } from "@runnel/shared";
 import { RunnelError } from "@runnel/shared";
 import { AgentPool } from "./http.js";
-import type { ProviderAdapter } from "./types.js";
+import type { ProviderAdapter, StreamCall } from "./types.js";
 
 /** The part of node:test's TestContext the helpers use. */
 export interface TestHooks {
@@ -123,7 +123,7 @@ export interface Run {
 export function runAdapter(
   adapter: ProviderAdapter,
   up: Pick<Upstream, "provider">,
-  options: { model?: string; request?: ChatRequest; signal?: AbortSignal; onEmit?: (event: EventBody) => void } = {},
+  options: { model?: string; request?: ChatRequest; signal?: AbortSignal; onEmit?: (event: EventBody) => void; onRetry?: StreamCall["onRetry"] } = {},
 ): Run {
   const events: EventBody[] = [];
   const times: number[] = [];
@@ -132,6 +132,7 @@ export function runAdapter(
     model: options.model ?? "model-x",
     provider: up.provider,
     signal: options.signal ?? new AbortController().signal,
+    ...(options.onRetry ? { onRetry: options.onRetry } : {}),
     emit: (event) => {
       events.push(event);
       times.push(performance.now());

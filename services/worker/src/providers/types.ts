@@ -21,6 +21,8 @@ export interface StreamCall {
    * (checked once per network read, not per token).
    */
   readonly ready?: () => Promise<void> | undefined;
+  /** Told of each retry on this route before the first token (telemetry of this stream). */
+  readonly onRetry?: (notice: { readonly provider: string; readonly attempt: number; readonly delayMs: number; readonly code: string }) => void;
 }
 
 export interface ProviderAdapter {
