@@ -259,7 +259,8 @@ for (const type of TYPES) {
     test("context length exceeded: a 400 with the provider's reason, never retried", async () => {
       const view = await ask(`${type}-context-length`);
       assert.equal(view.status, 400);
-      assert.equal(view.code, "RUNNEL_ERR_PROVIDER_BAD_REQUEST");
+      // Its own code, so failover can send it to a route with a larger window.
+      assert.equal(view.code, "RUNNEL_ERR_CONTEXT_LENGTH");
       assert.match(view.message, CONTEXT_LENGTH[type]);
       assert.equal((await attempts(type, "context-length")).length, 1);
     });
@@ -274,7 +275,7 @@ for (const type of TYPES) {
         assert.equal(view.done, true);
       } else {
         assert.equal(view.status, 400);
-        assert.equal(view.code, "RUNNEL_ERR_PROVIDER_BAD_REQUEST");
+        assert.equal(view.code, "RUNNEL_ERR_CONTENT_POLICY");
         assert.match(view.message, /safety system|content filtering policy/);
       }
       assert.equal((await attempts(type, "content-policy")).length, 1);

@@ -274,7 +274,7 @@ describe("Gemini adapter against an HTTP server", () => {
       [
         400,
         { code: 400, message: "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576).", status: "INVALID_ARGUMENT" },
-        "RUNNEL_ERR_PROVIDER_BAD_REQUEST",
+        "RUNNEL_ERR_CONTEXT_LENGTH",
       ],
       [
         400,

@@ -96,8 +96,10 @@ export function errorFromStatus(statusCode: number, detail: ErrorDetail, retryAf
   });
 }
 
-const CONTEXT_LENGTH = /context length|context window|maximum context|prompt is too long|too many tokens|exceeds the (model's )?(maximum )?(input|context)/i;
-const CONTENT_POLICY = /content.?policy|content management policy|safety system|responsible ai|flagged as|blocked by (the )?safety/i;
+// What OpenAI, Anthropic, Gemini and vLLM-style servers say (their codes differ or are absent; the messages are stable).
+const CONTEXT_LENGTH =
+  /context length|context window|maximum context|prompt is too long|too many tokens|input token count .* exceeds|exceeds the (model's )?(maximum )?(input|context)/i;
+const CONTENT_POLICY = /content.?policy|content (filtering|management) policy|safety system|responsible ai|flagged as|blocked by (the )?safety/i;
 
 /** A 400 that says the prompt is too long, or that the content policy refused it: failover treats both apart. */
 export function refineBadRequest(code: ErrorCode, message: string): ErrorCode {
