@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
-import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack, stopProcess } from "@runnel/test";
+import { freePort, type NatsHandle, REPO_ROOT, type Stack, startNats, startStack, stopProcess } from "@runnel/test";
 import { benchConfigYaml, FULL, QUICK } from "./config.js";
 import type { Watched } from "./proc.js";
 import { rows, svg, table } from "./report.js";
@@ -62,8 +62,17 @@ function openFileLimit(): number {
   return match?.[1] === "unlimited" ? 1_000_000 : Number(match?.[1] ?? 1024);
 }
 
-async function startProxy(mockUrl: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [join(REPO_ROOT, "bench", "dist", "proxy.js"), "0", mockUrl], { stdio: ["ignore", "pipe", "inherit"] });
+async function startProxy(mockUrl: string, execArgv: readonly string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [...execArgv, join(REPO_ROOT, "bench", "dist", "proxy.js"), "0", mockUrl], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  // The proxy's own errors go through; the inspector's notices (memory scenarios) do not.
+  child.stderr?.on("data", (data: Buffer) => {
+    const lines = String(data)
+      .split("\n")
+      .filter((line) => line && !/^(Debugger (listening|attached|ending)|For help, see)/.test(line));
+    if (lines.length > 0) process.stderr.write(`[proxy] ${lines.join("\n")}\n`);
+  });
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("proxy did not start")), 10_000);
     child.stdout?.once("data", (data: Buffer) => {
@@ -82,22 +91,38 @@ interface Running {
   rig: Rig;
 }
 
-async function startAll(configPath: string): Promise<Running> {
+/**
+ * Starts nats-server, the stack and the proxy. `inspect`: the processes that
+ * hold connections in the memory scenarios (ingress, mock, proxy) get an
+ * inspector on 127.0.0.1, so their heap can be read after a full collection.
+ */
+async function startAll(configPath: string, inspect = false): Promise<Running> {
   const nats = await startNats({ forceLocal: true });
   let stack: Stack | undefined;
+  const inspectPorts: Record<string, number> = {};
+  if (inspect) for (const name of ["ingress", "mock-provider", "proxy"]) inspectPorts[name] = await freePort();
+  const inspectOption = (name: string) => [process.env.NODE_OPTIONS, `--inspect=127.0.0.1:${inspectPorts[name]}`].filter(Boolean).join(" ");
   try {
     stack = await startStack({
       natsUrl: nats.url,
       env: { RUNNEL_CONFIG: configPath, LOG_LEVEL: "warn" },
       logDir: join(OUT_DIR, "logs"),
+      ...(inspect
+        ? { serviceEnv: { ingress: { NODE_OPTIONS: inspectOption("ingress") }, "mock-provider": { NODE_OPTIONS: inspectOption("mock-provider") } } }
+        : {}),
     });
-    const proxy = await startProxy(stack.mockUrl);
+    const proxy = await startProxy(stack.mockUrl, inspect ? [`--inspect=127.0.0.1:${inspectPorts.proxy}`] : []);
     const processes: Watched[] = [];
     for (const [name, service] of stack.services) if (service.process.pid) processes.push({ name, pid: service.process.pid });
     if (nats.process?.pid) processes.push({ name: "nats-server", pid: nats.process.pid });
     if (proxy.child.pid) processes.push({ name: "proxy", pid: proxy.child.pid });
     processes.push({ name: "load-generator", pid: process.pid });
-    const rig: Rig = { urls: { direct: stack.mockUrl, proxy: proxy.url, runnel: stack.ingressUrl }, mockUrl: stack.mockUrl, processes };
+    const rig: Rig = {
+      urls: { direct: stack.mockUrl, proxy: proxy.url, runnel: stack.ingressUrl },
+      mockUrl: stack.mockUrl,
+      processes,
+      ...(inspect ? { inspectPorts } : {}),
+    };
     return { nats, stack, proxy: proxy.child, rig };
   } catch (error) {
     await stack?.stop();
@@ -166,7 +191,7 @@ async function main(): Promise<void> {
     for (const transport of ["sse", "ws"] as const) {
       await stopAll(running);
       running = undefined;
-      running = await startAll(configPath);
+      running = await startAll(configPath, true);
       await warmup(running.rig, { ...sizes, warmupStreams: 50 });
       log(`memory: ${idleCount} idle ${transport === "sse" ? "SSE streams" : "WebSockets (one stream each)"}`);
       memory.push(await memoryScenario(running.rig, transport, idleCount, transport === "sse" ? ["direct", "proxy", "runnel"] : ["runnel"], sizes.settleMs));

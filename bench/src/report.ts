@@ -90,9 +90,10 @@ export function rows(results: BenchResults): Row[] {
   });
   for (const memory of results.memory) {
     const runnel = memory.paths.runnel;
+    const scenario = `ingress memory, ${memory.transport === "sse" ? "idle SSE streams" : "idle WebSockets"} (${runnel?.opened ?? 0} open)`;
     out.push({
-      scenario: `ingress memory, ${memory.transport === "sse" ? "idle SSE streams" : "idle WebSockets"} (${runnel?.opened ?? 0} open)`,
-      metric: "KB/stream",
+      scenario,
+      metric: "RSS KB/stream",
       unit: "KB",
       direct: memory.paths.direct?.kbPerStream ?? null,
       proxy: memory.paths.proxy?.kbPerStream ?? null,
@@ -102,6 +103,20 @@ export function rows(results: BenchResults): Row[] {
       target: "≤ 30 KB",
       met: runnel ? runnel.kbPerStream <= 30 : null,
     });
+    if (runnel?.heapKbPerStream !== undefined) {
+      out.push({
+        scenario,
+        metric: "heap KB/stream",
+        unit: "KB",
+        direct: memory.paths.direct?.heapKbPerStream ?? null,
+        proxy: memory.paths.proxy?.heapKbPerStream ?? null,
+        runnel: runnel.heapKbPerStream,
+        added: null,
+        ratio: null,
+        target: "",
+        met: null,
+      });
+    }
   }
   if (results.memory.every((m) => m.transport !== "ws")) {
     out.push({

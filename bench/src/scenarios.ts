@@ -5,7 +5,8 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { type BenchSizes, upstreamModels } from "./config.js";
-import { openIdleSse, openIdleWs, openMany } from "./idle.js";
+import { openIdleSse, openIdleWs, openMany, sourceAddresses } from "./idle.js";
+import { type HeapReading, heapAfterGc } from "./inspect.js";
 import { closedLoop, httpJson, openStream, type StreamResult, type Target } from "./load.js";
 import { type CpuWindow, cpuWindow, rssKb, type Watched } from "./proc.js";
 import { round, Samples, type Summary, summarize } from "./stats.js";
@@ -18,6 +19,8 @@ export interface Rig {
   readonly urls: Record<PathName, string>;
   readonly mockUrl: string;
   readonly processes: readonly Watched[];
+  /** Inspector ports by process name (memory scenarios only), to read the heap after a full collection. */
+  readonly inspectPorts?: Readonly<Record<string, number>>;
 }
 
 /** The target of `path` for a scenario: the public model through Runnel, the upstream model elsewhere. */
@@ -137,12 +140,30 @@ export async function throughputScenario(rig: Rig, sizes: BenchSizes): Promise<T
   return { concurrency: sizes.throughputConcurrency, tokensPerStream: sizes.throughputTokens, paths };
 }
 
+/** One path of a memory scenario: the process holding the connections and what it grew by. */
+export interface MemoryPath {
+  readonly process: string;
+  readonly opened: number;
+  readonly openSeconds: number;
+  readonly rssBeforeKb: number;
+  readonly rssAfterKb: number;
+  /** RSS delta / connections: what the kernel charges (heap, garbage not yet collected, buffers, everything). */
+  readonly kbPerStream: number;
+  /** The V8 heap after a full collection, before and after (when the process has an inspector). */
+  readonly heapBefore?: HeapReading;
+  readonly heapAfter?: HeapReading;
+  /** (heapUsed + external) delta after full collections / connections: what the JavaScript side really holds. */
+  readonly heapKbPerStream?: number;
+}
+
 export interface MemoryResult {
   readonly transport: "sse" | "ws";
   readonly wanted: number;
   readonly opened: number;
+  /** Source addresses the load generator spread the connections over. */
+  readonly sourceAddresses: number;
   /** Per path: the process holding the connections, its RSS delta (KB) and KB per connection. */
-  readonly paths: Partial<Record<PathName, { process: string; opened: number; rssBeforeKb: number; rssAfterKb: number; kbPerStream: number }>>;
+  readonly paths: Partial<Record<PathName, MemoryPath>>;
   /** RSS deltas (KB) of the other processes during the Runnel measurement. */
   readonly others?: Record<string, number>;
 }
@@ -153,37 +174,58 @@ function pidOf(rig: Rig, name: string): number {
   return found.pid;
 }
 
+/** The mean of five RSS readings over a second: RSS moves as the collector runs. */
+async function meanRssKb(pid: number): Promise<number> {
+  let sum = 0;
+  for (let reading = 0; reading < 5; reading++) {
+    sum += rssKb(pid);
+    await sleep(200);
+  }
+  return Math.round(sum / 5);
+}
+
+/** Connections being set up at once (below the servers' listen backlog of 511). */
+const CONNECTING = 256;
+/** Long enough for a quiet Runnel SSE stream's first heartbeat (15 s by default) after thousands of stream opens on a loaded machine. */
+const IDLE_READY_TIMEOUT_MS = 120_000;
+
 /** Ingress (and, for SSE, mock and proxy) memory with `count` idle connections. */
 export async function memoryScenario(rig: Rig, transport: "sse" | "ws", count: number, paths: readonly PathName[], settleMs: number): Promise<MemoryResult> {
   const holder: Record<PathName, string> = { direct: "mock-provider", proxy: "proxy", runnel: "ingress" };
-  const result: MemoryResult = { transport, wanted: count, opened: 0, paths: {} };
+  const addresses = sourceAddresses(count);
+  const result: MemoryResult = { transport, wanted: count, opened: 0, sourceAddresses: addresses.length, paths: {} };
   const others: Record<string, number> = {};
   let opened = 0;
   for (const path of paths) {
-    const pid = pidOf(rig, holder[path]);
+    const name = holder[path];
+    const pid = pidOf(rig, name);
+    const inspectPort = rig.inspectPorts?.[name];
     await sleep(settleMs);
-    const before = rssKb(pid);
+    const before = await meanRssKb(pid);
+    const heapBefore = inspectPort ? await heapAfterGc(inspectPort) : undefined;
     const othersBefore = new Map(rig.processes.map((p) => [p.name, rssKb(p.pid)]));
     const idle = { baseUrl: rig.urls[path], model: path === "runnel" ? "idle" : upstreamModels(FAKE_SIZES).idle };
     const opening = performance.now();
-    const connections = await openMany(count, 1000, () => (transport === "sse" ? openIdleSse(idle, 30_000) : openIdleWs(idle, 30_000)));
-    process.stderr.write(`[bench] ${transport} ${path}: ${count} opened in ${Math.round(performance.now() - opening)} ms\n`);
-    await sleep(settleMs);
-    // The mean of five readings over a second: RSS moves as the collector runs.
-    let after = 0;
-    for (let reading = 0; reading < 5; reading++) {
-      after += rssKb(pid) / 5;
-      await sleep(200);
-    }
-    after = Math.round(after);
+    const opener = transport === "sse" ? openIdleSse(idle, IDLE_READY_TIMEOUT_MS) : openIdleWs(idle, IDLE_READY_TIMEOUT_MS);
+    const connections = await openMany(count, CONNECTING, addresses, opener);
+    const openSeconds = round((performance.now() - opening) / 1000, 1);
     const ready = connections.filter((c) => c.ready).length;
+    process.stderr.write(`[bench] ${transport} ${path}: ${ready} of ${count} open in ${openSeconds} s\n`);
+    await sleep(settleMs);
+    const after = await meanRssKb(pid);
+    const heapAfter = inspectPort ? await heapAfterGc(inspectPort) : undefined;
     opened = Math.max(opened, ready);
+    const perStream = (delta: number) => (ready ? round(delta / ready, 2) : Number.NaN);
     result.paths[path] = {
-      process: holder[path],
+      process: name,
       opened: ready,
+      openSeconds,
       rssBeforeKb: before,
       rssAfterKb: after,
-      kbPerStream: ready ? round((after - before) / ready, 2) : Number.NaN,
+      kbPerStream: perStream(after - before),
+      ...(heapBefore && heapAfter
+        ? { heapBefore, heapAfter, heapKbPerStream: perStream(heapAfter.heapUsedKb + heapAfter.externalKb - heapBefore.heapUsedKb - heapBefore.externalKb) }
+        : {}),
     };
     if (path === "runnel") {
       for (const p of rig.processes) others[p.name] = rssKb(p.pid) - (othersBefore.get(p.name) ?? 0);

@@ -22,6 +22,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import type { RunnelConfig } from "./config.js";
+import { coalesceWrites } from "./nats-writes.js";
 import { EVENTS_STREAM, EVENTS_SUBJECTS, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT, STREAMS_BUCKET, WORKERS_BUCKET } from "./subjects.js";
 
 export type { JetStreamClient, JsMsg, KV, NatsConnection };
@@ -42,16 +43,24 @@ export interface Bus {
  */
 export const WORKERS_BUCKET_TTL_MS = 60_000;
 
-/** Connects to NATS with reconnects that never give up (a gateway outlives NATS restarts). */
+/**
+ * Connects to NATS with reconnects that never give up (a gateway outlives
+ * NATS restarts), with fewer, larger socket writes (nats-writes.ts).
+ * `noAsyncTraces`: a request does not build two Errors (stack traces and
+ * all) up front in case it fails; errors keep their message and cause.
+ */
 export async function connectNats(url: string, name: string): Promise<NatsConnection> {
-  return connect({
+  const nc = await connect({
     servers: url.split(",").map((server) => server.trim()),
     name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     pingInterval: 10_000,
     waitOnFirstConnect: true,
+    noAsyncTraces: true,
   });
+  coalesceWrites(nc);
+  return nc;
 }
 
 type BusOptions = RunnelConfig["bus"];

@@ -13,7 +13,7 @@ import {
   isTerminal,
   type Job,
   openAIFinishReason,
-  type StreamEvent,
+  StreamEvent,
 } from "./events.js";
 
 function roundTrip(event: StreamEvent): StreamEvent {
@@ -85,6 +85,18 @@ describe("encodeEvent / decodeEvent round-trip every event kind", () => {
     const a = encodeEvent(event({ $case: "textDelta", value: { text: "a" } }));
     const b = encodeEvent(event({ $case: "reasoningDelta", value: { text: "a" } }));
     assert.notDeepEqual(a, b);
+  });
+
+  test("the reused writer gives each event its own bytes, also after one it refused", () => {
+    const long = event({ $case: "textDelta", value: { text: "x".repeat(5000) } }, 1);
+    const short = event({ $case: "textDelta", value: { text: "y" } }, 2);
+    const fresh = (value: StreamEvent) => StreamEvent.encode(value).finish();
+    const first = encodeEvent(long);
+    const second = encodeEvent(short);
+    assert.deepEqual(second, fresh(short));
+    assert.deepEqual(first, fresh(long), "bytes handed out earlier are not overwritten");
+    assert.throws(() => encodeEvent(event({ $case: "textDelta", value: { text: "z" } }, -1)));
+    assert.deepEqual(encodeEvent(short), fresh(short));
   });
 
   test("decoding garbage throws instead of returning a half event", () => {

@@ -4,6 +4,7 @@
  * this module adds constructors, the binary codec used on the bus, and the
  * small facts every consumer needs (is it terminal, what finish reason).
  */
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type Failover, FailoverMode, FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
 
 export type { ChatMessage, ChatRequest, ContentPart, Failover, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
@@ -13,8 +14,21 @@ export { FailoverMode, FinishReason, Job, StreamEvent };
 export type EventBody = NonNullable<StreamEvent["event"]>;
 export type EventKind = EventBody["$case"];
 
+/**
+ * One writer for every event: `finish()` copies the bytes out and rewinds it,
+ * so its buffer is reused instead of a new one being grown for each token.
+ * Safe because encoding is synchronous and calls no other code.
+ */
+const eventWriter = new BinaryWriter();
+
 export function encodeEvent(event: StreamEvent): Uint8Array {
-  return StreamEvent.encode(event).finish();
+  try {
+    return StreamEvent.encode(event, eventWriter).finish();
+  } catch (error) {
+    // A value the writer refused (say a seq out of range): rewind, so the next event starts clean.
+    eventWriter.finish();
+    throw error;
+  }
 }
 
 export function decodeEvent(bytes: Uint8Array): StreamEvent {

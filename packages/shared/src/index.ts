@@ -13,6 +13,7 @@ export * from "./ids.js";
 export * from "./lifecycle.js";
 export * from "./logger.js";
 export * from "./metrics.js";
+export * from "./nats-writes.js";
 export * from "./routing.js";
 export * from "./stream-records.js";
 export * from "./subjects.js";
