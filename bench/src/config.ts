@@ -73,13 +73,15 @@ export function upstreamModels(sizes: BenchSizes) {
     cancel: "mock?tokens=100000&itl=10",
     base: "mock?tokens=5",
     failover: (key: string) => `mock?fail=500-once&key=${key}&tokens=5`,
+    failoverPrimary: (key: string) => `mock?fail=500&key=${key}&tokens=5`,
   };
 }
 
 /**
  * The runnel.yaml of the run: one public model per scenario (the public name
  * is the scenario's name, the route carries the mock scenario), and one
- * `failover-<i>` model per failover sample (each needs its own `500-once` key).
+ * `failover-<i>` model per failover sample: a primary route that answers 500
+ * (its own key, so its own circuit) and a backup route of the next priority.
  */
 export function benchConfigYaml(sizes: BenchSizes, nonce: string): string {
   const models = upstreamModels(sizes);
@@ -113,7 +115,10 @@ export function benchConfigYaml(sizes: BenchSizes, nonce: string): string {
     `  - { name: base, routes: [{ provider: mock-retry, model: "${models.base}" }] }`,
   ];
   for (let index = 0; index < sizes.failovers; index++) {
-    lines.push(`  - { name: failover-${index}, routes: [{ provider: mock-retry, model: "${models.failover(`${nonce}-r${index}`)}" }] }`);
+    // The primary always answers 500 (its own key, so its own circuit: every sample fails over rather than skipping an open circuit).
+    lines.push(
+      `  - { name: failover-${index}, routes: [{ provider: mock, model: "${models.failoverPrimary(`${nonce}-r${index}`)}" }, { provider: mock, model: "${models.base}", priority: 1 }] }`,
+    );
   }
   lines.push(
     "worker:",

@@ -151,7 +151,7 @@ export function rows(results: BenchResults): Row[] {
   for (const p of ["P50", "P99"] as const) {
     const key = `extra${p}` as const;
     out.push({
-      scenario: `failover: extra TTFT, 500 then retry (${results.failover.samples})`,
+      scenario: `failover: extra TTFT, 500, then the next route (${results.failover.samples})`,
       metric: p.toLowerCase(),
       unit: "ms",
       direct: failover.direct[key],

@@ -319,9 +319,9 @@ export interface FailoverResult {
 }
 
 /**
- * Failover as it exists today: the primary answers 500 once, and the same
- * route is retried (Runnel: the worker's retry with a 0 ms backoff; direct: a
- * client that retries at once). Route failover comes with the control-plane issue.
+ * Failover: the primary route answers 500 and the backup route (next
+ * priority) serves (Runnel: route failover in the worker, no retry on the
+ * primary; direct: a client that sends the request again at once after the 500).
  */
 export async function failoverScenario(rig: Rig, sizes: BenchSizes, nonce: string): Promise<FailoverResult> {
   const models = upstreamModels(sizes);
