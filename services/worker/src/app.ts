@@ -125,14 +125,9 @@ export function buildWorker(deps: WorkerDeps): Worker {
   const report = (outcome: OutcomeReport) => {
     const key = routeKey(outcome.route);
     let count = inFlightByRoute.get(key) ?? 0;
+    // STARTED opens a request on the route; every outcome but FIRST_TOKEN ends one.
     if (outcome.kind === OutcomeKind.OUTCOME_KIND_STARTED) count += 1;
-    else if (
-      outcome.kind === OutcomeKind.OUTCOME_KIND_SUCCEEDED ||
-      outcome.kind === OutcomeKind.OUTCOME_KIND_FAILED ||
-      outcome.kind === OutcomeKind.OUTCOME_KIND_RATE_LIMITED ||
-      outcome.kind === OutcomeKind.OUTCOME_KIND_RELEASED
-    )
-      count = Math.max(0, count - 1);
+    else if (outcome.kind !== OutcomeKind.OUTCOME_KIND_FIRST_TOKEN) count = Math.max(0, count - 1);
     if (count === 0) inFlightByRoute.delete(key);
     else inFlightByRoute.set(key, count);
     const message: controlPlane.RouteOutcome = {
