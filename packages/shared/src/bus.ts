@@ -95,6 +95,12 @@ export async function ensureTopology(nc: NatsConnection, options: BusOptions): P
     // A job whose worker died is redelivered a few times, then dropped.
     max_deliver: 5,
     max_waiting: 4096,
+    // A running stream's job stays unacknowledged until the stream ends, so
+    // this bounds the streams running in the whole cluster. nats-server's
+    // default is 1,000: a fleet sized for more queued the rest (their clients
+    // waited for a free slot that capacity said was there). Each worker's
+    // `concurrency` is the bound instead (it pulls only for free slots).
+    max_ack_pending: -1,
   };
   try {
     await jsm.consumers.add(JOBS_STREAM, consumer);

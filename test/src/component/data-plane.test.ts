@@ -30,6 +30,8 @@ import {
   type Failover,
   FailoverMode,
   isTerminal,
+  JOBS_CONSUMER,
+  JOBS_STREAM,
   JOBS_SUBJECT,
   type Job,
   newStreamId,
@@ -140,6 +142,44 @@ models:
   const submit = async (value: Job, msgID = value.streamId) => {
     await bus.js.publish(JOBS_SUBJECT, encodeJob(value), { msgID });
   };
+
+  test("running streams are not capped by the job consumer: one left at a low max_ack_pending by an older deployment is lifted", async () => {
+    // nats-server's default is 1,000 unacknowledged jobs, i.e. 1,000 running streams cluster-wide; 2 stands in for it here.
+    await bus.jsm.consumers.update(JOBS_STREAM, JOBS_CONSUMER, { max_ack_pending: 2 });
+    await ensureTopology(
+      bus.nc,
+      parseConfig(
+        "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]\nbus: {jobAckWait: 1s}",
+        {},
+      ).bus,
+    );
+    assert.equal((await bus.jsm.consumers.info(JOBS_STREAM, JOBS_CONSUMER)).config.max_ack_pending, -1);
+    // Four streams of 2 s each (40 tokens, 50 ms apart): with the cap, the third and fourth would start only after 2 s.
+    const streams = Array.from({ length: 4 }, () => {
+      const streamId = newStreamId();
+      return { streamId, stream: listen(streamId, 10_000) };
+    });
+    const submittedAt = Date.now();
+    await Promise.all(streams.map(({ streamId }) => submit(job(streamId, `mock?tokens=40&itl=50&seed=${Math.floor(Math.random() * 1e9)}`))));
+    const firstEventAt = await Promise.all(
+      streams.map(
+        ({ stream }) =>
+          new Promise<number>((resolve, reject) => {
+            const poll = setInterval(() => {
+              if (stream.events.length > 0) {
+                clearInterval(poll);
+                resolve(Date.now());
+              } else if (Date.now() - submittedAt > 5_000) {
+                clearInterval(poll);
+                reject(new Error("a stream did not start within 5 s"));
+              }
+            }, 5);
+          }),
+      ),
+    );
+    assert.ok(Math.max(...firstEventAt) - submittedAt < 1_000, `all four started at once (last after ${Math.max(...firstEventAt) - submittedAt} ms)`);
+    for (const { stream } of streams) assert.equal((await stream.done).at(-1)?.event?.$case, "done");
+  });
 
   test("a job streams started, every token, usage and done, numbered 1..N without gaps", async () => {
     const streamId = newStreamId();
