@@ -211,7 +211,8 @@ export function svg(all: readonly Row[], title: string): string {
   const height = top + items.length * rowHeight + 40;
   const scale = (value: number) => Math.max(0, (value / max) * plot);
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12" role="img">`,
+    `<title>${escapeXml(title)}</title>`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="10" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
     `<rect x="${left}" y="32" width="12" height="10" fill="#9aa5b1"/><text x="${left + 16}" y="41">pass-through proxy − direct</text>`,
