@@ -158,13 +158,23 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     if (slot.index === 0) services.set(slot.name, service);
     return service;
   };
+  /** A service of a kind started earlier (so it was ready) that has exited since: start-up stops at once with its output, rather than wait out the starting service's timeout. */
+  const deadEarlier = (service: RunningService) => {
+    for (const slotsOf of slots.values()) {
+      for (const slot of slotsOf) {
+        const other = slot.current;
+        if (other && other.name !== service.name && (other.process.exitCode !== null || other.process.signalCode !== null)) return other;
+      }
+    }
+    return undefined;
+  };
   /** A replica's first start; on ports someone else took first, again on new ones (twice at most). */
   const startFirst = async (slot: Slot) => {
     for (let attempt = 1; ; attempt += 1) {
       await assignPorts(slot);
       const service = start(slot);
       try {
-        await waitReady(service, options.readyTimeoutMs ?? 30_000);
+        await waitReady(service, options.readyTimeoutMs ?? 30_000, () => deadEarlier(service));
         return;
       } catch (error) {
         if (attempt >= 3 || fixedPort(slot) !== undefined || !service.tail().includes("EADDRINUSE")) throw error;
@@ -258,12 +268,18 @@ function launch(slot: Slot, slotEnv: Record<string, string>, instanceId: string,
   return { name, index: slot.index, instanceId: env.INSTANCE_ID, process: child, healthPort: slot.healthPort, port: slot.port, tail: () => tail };
 }
 
-async function waitReady(service: RunningService, timeoutMs: number): Promise<void> {
+async function waitReady(service: RunningService, timeoutMs: number, deadEarlier?: () => RunningService | undefined): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const url = `http://127.0.0.1:${service.healthPort}/readyz`;
   for (;;) {
     if (service.process.exitCode !== null || service.process.signalCode !== null) {
       throw new Error(`${service.instanceId} exited (${service.process.exitCode ?? service.process.signalCode}) before it was ready:\n${service.tail()}`);
+    }
+    const dead = deadEarlier?.();
+    if (dead) {
+      throw new Error(
+        `${dead.instanceId} exited (${dead.process.exitCode ?? dead.process.signalCode}) while ${service.instanceId} was starting:\n${dead.tail()}`,
+      );
     }
     try {
       const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
