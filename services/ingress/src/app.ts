@@ -5,6 +5,8 @@
  * client the moment it arrives. Transports live in routes/; the stream
  * machinery every transport shares lives in streams.ts.
  */
+
+import type { IncomingMessage } from "node:http";
 import {
   type Bus,
   type ControlPlaneLink,
@@ -21,7 +23,7 @@ import {
   setHttpRoute,
   toRunnelError,
 } from "@runnel/shared";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import { Auth } from "./auth.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import type { RouteContext } from "./routes/context.js";
@@ -93,8 +95,9 @@ export function buildIngress(deps: IngressDeps): Ingress {
   // While shutting down, no connection outlives its response: keep-alive
   // connections are pinned to this replica (a load balancer moves connections,
   // not requests), and a client's next request must reach another one.
-  app.addHook("onSend", async (_request, reply, payload) => {
+  app.addHook("onSend", async (request, reply, payload) => {
     if (closing) void reply.header("connection", "close");
+    else if (!request.raw.complete && reply.statusCode >= 400) lingerForUpload(request.raw, reply);
     return payload;
   });
 
@@ -201,4 +204,27 @@ export function buildIngress(deps: IngressDeps): Ingress {
       link.close();
     },
   };
+}
+
+/** How long the rest of a refused upload is read and discarded before the connection is dropped. */
+const UPLOAD_LINGER_MS = 5_000;
+
+/**
+ * An answer sent before the request's body was read (a body over the limit,
+ * malformed JSON): Fastify marks it `Connection: close`, and Node then closes
+ * the socket while the client is still uploading. Unread data at close makes
+ * the kernel send a reset, and a reset discards what the client had not read
+ * yet: the 413 itself, often (seen in CI as EPIPE with no answer). Instead the
+ * rest of the body is read and discarded, for at most UPLOAD_LINGER_MS (then
+ * the socket is dropped), so the client gets its answer; the connection stays
+ * usable for its next request.
+ */
+function lingerForUpload(raw: IncomingMessage, reply: FastifyReply): void {
+  reply.removeHeader("connection");
+  const socket = raw.socket;
+  const timer = setTimeout(() => socket.destroy(), UPLOAD_LINGER_MS);
+  timer.unref();
+  raw.once("end", () => clearTimeout(timer));
+  raw.once("close", () => clearTimeout(timer));
+  raw.resume();
 }

@@ -106,7 +106,8 @@ describe("a chat completion through the whole stack", () => {
         controller.abort();
       }
     }
-    assert.equal(received, 5);
+    // Chunks that arrived in the same read as the fifth may still be handed out after the abort.
+    assert.ok(received >= 5 && received < 50, `received ${received} chunks`);
     assert.ok(abortedAt > 0);
     const seen = await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?tokens=5000") && request.clientClosed, 5_000);
     assert.ok(seen.clientClosedAt !== null);
