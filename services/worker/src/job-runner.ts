@@ -24,8 +24,10 @@ import {
   type RoutingTable,
   RunnelError,
   type StoredRecord,
+  type StreamLog,
   StreamPhase,
   type StreamRecords,
+  streamLog,
   toRunnelError,
   type Usage,
 } from "@runnel/shared";
@@ -85,7 +87,7 @@ export interface JobHooks {
 
 export async function runJob(context: JobContext, job: Job, controller: AbortController, hooks: JobHooks): Promise<JobOutcome> {
   const { records, workerId } = context;
-  const log = context.log.child({ stream_id: job.streamId });
+  const log = streamLog(context.log, { stream_id: job.streamId });
   const observer = context.observe?.(job) ?? NOOP_OBSERVER;
   const now = Date.now();
   const claim = await records.claim({
@@ -145,7 +147,7 @@ async function generate(
   controller: AbortController,
   hooks: JobHooks,
   observer: StreamObserver,
-  log: Logger,
+  log: StreamLog,
   claimed: StoredRecord,
   sequencer: EventSequencer,
   resume: ResumePoint | undefined,
@@ -305,7 +307,7 @@ type Takeover =
  * stream simply starts; `restart` and `continue` go on from there; `error`
  * ends it with RUNNEL_ERR_WORKER_LOST.
  */
-async function takeOver(context: JobContext, job: Job, existing: StoredRecord, log: Logger): Promise<Takeover | undefined> {
+async function takeOver(context: JobContext, job: Job, existing: StoredRecord, log: StreamLog): Promise<Takeover | undefined> {
   const { bus, records, workerId } = context;
   const epoch = existing.state.epoch + 1;
   const lost = existing.state.owner;
@@ -456,7 +458,7 @@ function cancelledEvent(reason: string): EventBody {
  * end of a stream is known to be in the replay log. Falls back to a plain
  * publish (the live subscriber still gets it) if JetStream does not answer.
  */
-async function publishTerminal(bus: Bus, subject: string, event: ReturnType<EventSequencer["next"]>, log: Logger): Promise<void> {
+async function publishTerminal(bus: Bus, subject: string, event: ReturnType<EventSequencer["next"]>, log: StreamLog): Promise<void> {
   const bytes = encodeEvent(event);
   try {
     await bus.js.publish(subject, bytes, { timeout: 5_000 });

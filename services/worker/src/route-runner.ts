@@ -16,13 +16,13 @@ import {
   FailoverMode,
   type HealthBook,
   type Job,
-  type Logger,
   type ModelSpec,
   OutcomeKind,
   type Route,
   type RouteSpec,
   type RoutingTable,
   RunnelError,
+  type StreamLog,
   toRunnelError,
   type Usage,
 } from "@runnel/shared";
@@ -45,7 +45,7 @@ export interface RouteRunnerDeps {
   readonly adapterFor: (type: string) => ProviderAdapter;
   readonly report: (outcome: OutcomeReport) => void;
   readonly observer: StreamObserver;
-  readonly log: Logger;
+  readonly log: StreamLog;
   readonly random?: () => number;
 }
 
