@@ -209,15 +209,23 @@ export function svg(all: readonly Row[], title: string): string {
   const rowHeight = 30;
   const top = 60;
   const height = top + items.length * rowHeight + 40;
-  const scale = (value: number) => Math.max(0, (value / max) * plot);
+  // Log scale: the added latencies span 1 ms (failover) to over a second (c=500); on a linear axis most bars were invisible.
+  const floor = 0.1;
+  const decades = Math.log10(Math.max(max, 10 * floor) / floor);
+  const scale = (value: number) => (value <= floor ? 0 : (Math.log10(value / floor) / decades) * plot);
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12" role="img">`,
     `<title>${escapeXml(title)}</title>`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="10" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
     `<rect x="${left}" y="32" width="12" height="10" fill="#9aa5b1"/><text x="${left + 16}" y="41">pass-through proxy − direct</text>`,
-    `<rect x="${left + 200}" y="32" width="12" height="10" fill="#d9480f"/><text x="${left + 216}" y="41">Runnel − direct (ms; failover: extra TTFT)</text>`,
+    `<rect x="${left + 200}" y="32" width="12" height="10" fill="#d9480f"/><text x="${left + 216}" y="41">Runnel − direct (ms, log scale; failover: extra TTFT)</text>`,
   ];
+  for (let tick = 1; tick <= max * 1.0001; tick *= 10) {
+    const x = (left + scale(tick)).toFixed(1);
+    parts.push(`<line x1="${x}" y1="${top - 4}" x2="${x}" y2="${height - 30}" stroke="#ccc" stroke-dasharray="3,3"/>`);
+    parts.push(`<text x="${x}" y="${height - 12}" text-anchor="middle">${cell(tick)} ms</text>`);
+  }
   items.forEach((item, index) => {
     const y = top + index * rowHeight;
     parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end">${escapeXml(item.label)}</text>`);
@@ -230,7 +238,7 @@ export function svg(all: readonly Row[], title: string): string {
     }
   });
   parts.push(`<line x1="${left}" y1="${top - 4}" x2="${left}" y2="${height - 30}" stroke="#333"/>`);
-  parts.push(`<text x="${left}" y="${height - 12}">0 ms</text><text x="${left + plot}" y="${height - 12}" text-anchor="end">${cell(max)} ms</text>`);
+  parts.push(`<text x="${left}" y="${height - 12}" text-anchor="middle">≤ ${floor}</text>`);
   parts.push("</svg>");
   return `${parts.join("\n")}\n`;
 }
