@@ -75,7 +75,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   const heartbeatIntervalMs = deps.heartbeatIntervalMs ?? 2_000;
   const snapshots = new SnapshotStore(deps.config);
   // Live until five heartbeats are missed.
-  const workers = new WorkerPresence(bus.workers, heartbeatIntervalMs * 5, log);
+  const workers = new WorkerPresence(bus.workers, bus.jsm, heartbeatIntervalMs * 5, log);
   const records = new StreamRecords(bus.records);
   // Breaker and budget settings from the snapshot in force, re-indexed when its version changes.
   let settings = { version: snapshots.current.version, of: healthSettingsFrom(snapshots.current) };

@@ -8,7 +8,7 @@
  * younger than `expireAfterMs` (a few heartbeat intervals, by the NATS
  * server's clock); the bucket's TTL collects what is left behind.
  */
-import { controlPlane, type KV, type Logger } from "@runnel/shared";
+import { type Bus, controlPlane, type KV, type Logger, WORKERS_BUCKET } from "@runnel/shared";
 
 type WorkerHeartbeat = controlPlane.WorkerHeartbeat;
 type WorkerStatus = controlPlane.WorkerStatus;
@@ -39,17 +39,24 @@ export function inFlightByProvider(entries: readonly PresenceEntry[]): Map<strin
   return totals;
 }
 
+/** The bucket's JetStream stream, and the subject prefix of its keys. */
+const PRESENCE_STREAM = `KV_${WORKERS_BUCKET}`;
+const PRESENCE_SUBJECTS = `$KV.${WORKERS_BUCKET}.`;
+
 export class WorkerPresence {
   readonly #kv: KV;
+  readonly #jsm: Bus["jsm"];
   readonly #log: Logger;
   readonly #failing = new Set<string>();
 
   constructor(
     kv: KV,
+    jsm: Bus["jsm"],
     readonly expireAfterMs: number,
     log: Logger,
   ) {
     this.#kv = kv;
+    this.#jsm = jsm;
     this.#log = log;
   }
 
@@ -80,10 +87,16 @@ export class WorkerPresence {
     );
   }
 
-  /** Every entry in the bucket, live or not. Reads each key: an admin call, not a hot path. */
+  /**
+   * Every entry in the bucket, live or not. Reads each key: an admin call, not
+   * a hot path. The keys come from one stream-info request (the subjects the
+   * bucket's stream holds), not from `kv.keys()`: that builds a push consumer
+   * per call and ends it when the pending count reaches 0, and with workers
+   * writing heartbeats meanwhile it could wait on (an admin call hung in CI).
+   */
   async entries(): Promise<PresenceEntry[]> {
-    const keys: string[] = [];
-    for await (const key of await this.#kv.keys()) keys.push(key);
+    const info = await this.#jsm.streams.info(PRESENCE_STREAM, { subjects_filter: `${PRESENCE_SUBJECTS}>` });
+    const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(PRESENCE_SUBJECTS.length));
     const entries: PresenceEntry[] = [];
     for (const key of keys) {
       const entry = await this.#kv.get(key);

@@ -587,7 +587,8 @@ models:
     await mock.journal.waitFor((entry) => entry.model === upstream && entry.tokensSent >= 1, 5_000);
     const status = async () =>
       new Promise<controlPlane.GetProviderStatusResponse>((resolve, reject) =>
-        admin.getProviderStatus({}, new Metadata(), {}, (error, value) => (error ? reject(error) : resolve(value))),
+        // A deadline: a call that hangs fails here, by name, rather than as the file's timeout.
+        admin.getProviderStatus({}, new Metadata(), { deadline: Date.now() + 5_000 }, (error, value) => (error ? reject(error) : resolve(value))),
       );
     let seen: controlPlane.GetProviderStatusResponse | undefined;
     const deadline = Date.now() + 3_000;
