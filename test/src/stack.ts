@@ -163,7 +163,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     for (const slotsOf of slots.values()) {
       for (const slot of slotsOf) {
         const other = slot.current;
-        if (other && other.name !== service.name && (other.process.exitCode !== null || other.process.signalCode !== null)) return other;
+        if (other && other.name !== service.name && exited(other)) return other;
       }
     }
     return undefined;
@@ -268,11 +268,15 @@ function launch(slot: Slot, slotEnv: Record<string, string>, instanceId: string,
   return { name, index: slot.index, instanceId: env.INSTANCE_ID, process: child, healthPort: slot.healthPort, port: slot.port, tail: () => tail };
 }
 
+function exited(service: RunningService): boolean {
+  return service.process.exitCode !== null || service.process.signalCode !== null;
+}
+
 async function waitReady(service: RunningService, timeoutMs: number, deadEarlier?: () => RunningService | undefined): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const url = `http://127.0.0.1:${service.healthPort}/readyz`;
   for (;;) {
-    if (service.process.exitCode !== null || service.process.signalCode !== null) {
+    if (exited(service)) {
       throw new Error(`${service.instanceId} exited (${service.process.exitCode ?? service.process.signalCode}) before it was ready:\n${service.tail()}`);
     }
     const dead = deadEarlier?.();

@@ -224,7 +224,7 @@ function lingerForUpload(raw: IncomingMessage, reply: FastifyReply): void {
   const socket = raw.socket;
   const timer = setTimeout(() => socket.destroy(), UPLOAD_LINGER_MS);
   timer.unref();
-  raw.once("end", () => clearTimeout(timer));
+  // After the body's end, or with the socket: either way the timer has nothing left to do.
   raw.once("close", () => clearTimeout(timer));
   raw.resume();
 }

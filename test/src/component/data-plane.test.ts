@@ -64,22 +64,23 @@ models:
     routes: [{ provider: mock, model: mock }]
 `;
 
+  // A short ack deadline, so a test can outlast it.
+  const busConfig = parseConfig(
+    "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]\nbus: {jobAckWait: 1s}",
+    {},
+  );
+
   before(async () => {
     nats = await startNats();
-    // A short ack deadline, so a test can outlast it.
-    const config = parseConfig(
-      "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]\nbus: {jobAckWait: 1s}",
-      {},
-    );
     const nc = await connectNats(nats.url, "component-test");
-    bus = await ensureTopology(nc, config.bus);
+    bus = await ensureTopology(nc, busConfig.bus);
     records = new StreamRecords(bus.records);
     mock = buildMockProvider();
     mockPort = await mock.listen(0, "127.0.0.1");
     cp = buildControlPlane({ config: parseConfig(configText(), {}), bus, log, instanceId: "cp-test", heartbeatIntervalMs: 200 });
     cpTarget = `127.0.0.1:${await cp.listen("127.0.0.1", 0)}`;
     link = new ControlPlaneLink(cpTarget, log);
-    worker = buildWorker({ bus, link, log, workerId: "worker-test", version: "test", concurrency: 8, ackWaitMs: config.bus.jobAckWait });
+    worker = buildWorker({ bus, link, log, workerId: "worker-test", version: "test", concurrency: 8, ackWaitMs: busConfig.bus.jobAckWait });
     worker.start();
     const deadline = Date.now() + 10_000;
     while (!worker.ready().ready) {
@@ -146,13 +147,7 @@ models:
   test("running streams are not capped by the job consumer: one left at a low max_ack_pending by an older deployment is lifted", async () => {
     // nats-server's default is 1,000 unacknowledged jobs, i.e. 1,000 running streams cluster-wide; 2 stands in for it here.
     await bus.jsm.consumers.update(JOBS_STREAM, JOBS_CONSUMER, { max_ack_pending: 2 });
-    await ensureTopology(
-      bus.nc,
-      parseConfig(
-        "providers: [{name: x, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: x, routes: [{provider: x, model: x}]}]\nbus: {jobAckWait: 1s}",
-        {},
-      ).bus,
-    );
+    await ensureTopology(bus.nc, busConfig.bus);
     assert.equal((await bus.jsm.consumers.info(JOBS_STREAM, JOBS_CONSUMER)).config.max_ack_pending, -1);
     // Four streams of 2 s each (40 tokens, 50 ms apart): with the cap, the third and fourth would start only after 2 s.
     const streams = Array.from({ length: 4 }, () => {
