@@ -11,7 +11,7 @@ import { bootstrap, CHROMIUM_BIN, ROOT } from "./bootstrap.mjs";
 
 const { natsServer } = bootstrap();
 if (natsServer) process.env.NATS_SERVER_BIN = natsServer;
-const { startNats, startStack } = await import(join(ROOT, "test", "dist", "index.js"));
+const { startNats, startStack } = await import(join(ROOT, "packages", "launcher", "dist", "index.js"));
 const { startOtlpReceiver } = await import(join(ROOT, "test", "dist", "otlp-receiver.js"));
 
 const output = process.argv[2] ?? join(ROOT, "docs", "trace-failover.png");

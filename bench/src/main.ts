@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
-import { freePort, type NatsHandle, REPO_ROOT, type Stack, startNats, startStack, stopProcess } from "@runnel/test";
+import { freePort, type NatsHandle, REPO_ROOT, type Stack, startNats, startStack, stopProcess } from "@runnel/launcher";
 import { benchConfigYaml, FULL, QUICK } from "./config.js";
 import type { Watched } from "./proc.js";
 import { rows, svg, table } from "./report.js";

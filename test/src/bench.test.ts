@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { REPO_ROOT } from "./stack.js";
+import { REPO_ROOT } from "@runnel/launcher";
 
 test("npm run bench -- --quick completes and writes every scenario", { timeout: 240_000 }, async (t) => {
   const out = mkdtempSync(join(tmpdir(), "runnel-bench-"));

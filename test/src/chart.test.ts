@@ -15,8 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
+import { REPO_ROOT } from "@runnel/launcher";
 import { parse, parseAllDocuments } from "yaml";
-import { REPO_ROOT } from "./stack.js";
 
 const run = promisify(execFile);
 const CHART = join(REPO_ROOT, "charts", "runnel");

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "./stack.js";
+import { REPO_ROOT } from "@runnel/launcher";
 
 const run = promisify(execFile);
 const bin = (name: string) => join(REPO_ROOT, "node_modules", ".bin", name);

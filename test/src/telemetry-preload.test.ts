@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "./stack.js";
+import { REPO_ROOT } from "@runnel/launcher";
 
 const run = promisify(execFile);
 const PROBE = join(REPO_ROOT, "test", "fixtures", "telemetry-probe.mjs");

@@ -12,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { buildControlPlane, ConfigReloader, type ControlPlane, type ReloadResult } from "@runnel/control-plane";
+import { type NatsHandle, startNats } from "@runnel/launcher";
 import { type Bus, ControlPlaneLink, connectNats, controlPlane, createLogger, ensureTopology, loadConfig, type RoutingSnapshot } from "@runnel/shared";
-import { type NatsHandle, startNats } from "../nats-harness.js";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 

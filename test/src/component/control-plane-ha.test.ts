@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
+import { type NatsHandle, startNats } from "@runnel/launcher";
 import { buildMockProvider, type MockProvider } from "@runnel/mock-provider";
 import {
   type Bus,
@@ -34,7 +35,6 @@ import {
   StreamRecords,
 } from "@runnel/shared";
 import { buildWorker, type Worker } from "@runnel/worker";
-import { type NatsHandle, startNats } from "../nats-harness.js";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 const HEARTBEAT_MS = 200;

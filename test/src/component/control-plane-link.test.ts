@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
+import { type NatsHandle, startNats } from "@runnel/launcher";
 import { type Bus, ControlPlaneLink, connectNats, controlPlane, createLogger, ensureTopology, parseConfig } from "@runnel/shared";
-import { type NatsHandle, startNats } from "../nats-harness.js";
 
 const log = createLogger("test", "silent");
 const config = parseConfig("providers: [{name: p, type: mock, baseUrl: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: m, routes: [{provider: p, model: m}]}]", {});

@@ -12,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
 import { StreamHub, StreamReader } from "@runnel/ingress";
+import { type NatsHandle, startNats } from "@runnel/launcher";
 import { buildMockProvider, type MockProvider, mockText } from "@runnel/mock-provider";
 import {
   type Bus,
@@ -41,7 +42,6 @@ import {
   StreamRecords,
 } from "@runnel/shared";
 import { buildWorker, type Worker } from "@runnel/worker";
-import { type NatsHandle, startNats } from "../nats-harness.js";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 

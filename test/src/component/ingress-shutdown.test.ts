@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { buildIngress, type Ingress } from "@runnel/ingress";
+import { type NatsHandle, startNats } from "@runnel/launcher";
 import { ControlPlaneLink, connectNats, createLogger, ensureTopology, newStreamId, parseConfig } from "@runnel/shared";
-import { type NatsHandle, startNats } from "../nats-harness.js";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { setImmediate as nextTurn } from "node:timers/promises";
+import { type NatsHandle, startNats } from "@runnel/launcher";
 import { coalesceWrites, connectNats, type NatsConnection } from "@runnel/shared";
-import { type NatsHandle, startNats } from "../nats-harness.js";
 
 describe("connectNats writes once per turn", () => {
   let nats: NatsHandle;

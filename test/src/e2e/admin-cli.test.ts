@@ -8,6 +8,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
+import { freePort, type NatsHandle, REPO_ROOT, startNats } from "@runnel/launcher";
 import { buildMockProvider, type MockProvider } from "@runnel/mock-provider";
 import {
   type Bus,
@@ -24,9 +25,6 @@ import {
   StreamRecords,
 } from "@runnel/shared";
 import { buildWorker, type Worker } from "@runnel/worker";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { freePort } from "../ports.js";
-import { REPO_ROOT } from "../stack.js";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 const CLI = join(REPO_ROOT, "services", "control-plane", "dist", "cli.js");

@@ -14,11 +14,10 @@ import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import WebSocket from "ws";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { REPO_ROOT, type Stack, startStack } from "../stack.js";
 import { mockRequests } from "./helpers.js";
 
 const CHROMIUM = "/usr/bin/chromium";

@@ -14,9 +14,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { REPO_ROOT, type Stack, startStack } from "../stack.js";
 import { E2E_CONFIG } from "./helpers.js";
 
 const CLI = join(REPO_ROOT, "services", "control-plane", "dist", "cli.js");

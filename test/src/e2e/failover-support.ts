@@ -4,7 +4,7 @@
  * announcement's contract asks for, and the mock's journal per route.
  */
 import assert from "node:assert/strict";
-import type { Stack } from "../stack.js";
+import type { Stack } from "@runnel/launcher";
 import { type MockRequest, mockRequests, parseSse, type SseEvent } from "./helpers.js";
 
 /** A route as an announcement names it. */

@@ -15,10 +15,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
+import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import { CLIENT_CHANNEL_OPTIONS, controlPlane } from "@runnel/shared";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { REPO_ROOT, type Stack, startStack } from "../stack.js";
 import { assertAnnouncement, assertCoherent, keyOf, type RouteRef, readStream, type StreamView } from "./failover-support.js";
 import { mockRequests, parseSse } from "./helpers.js";
 

@@ -21,9 +21,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { REPO_ROOT } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import OpenAI from "openai";
-import { REPO_ROOT } from "../stack.js";
 import {
   type Announcement,
   askStream,

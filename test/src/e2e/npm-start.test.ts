@@ -9,9 +9,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
+import { freePort, REPO_ROOT } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
-import { freePort } from "../ports.js";
-import { REPO_ROOT } from "../stack.js";
 import { chatBody, parseSse } from "./helpers.js";
 
 const run = promisify(execFile);

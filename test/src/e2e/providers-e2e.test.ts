@@ -10,10 +10,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import OpenAI from "openai";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { REPO_ROOT, type Stack, startStack } from "../stack.js";
 import { type MockRequest, mockRequests, parseSse, waitForMockRequest } from "./helpers.js";
 
 const CONFIG = join(REPO_ROOT, "test", "fixtures", "providers", "runnel.providers.yaml");

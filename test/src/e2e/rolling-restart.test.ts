@@ -21,13 +21,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { LoadBalancer, type NatsHandle, REPO_ROOT, type ReplicatedService, type Stack, startNats, startStack } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import { EventSource } from "eventsource";
 import OpenAI, { APIError } from "openai";
 import WebSocket from "ws";
-import { LoadBalancer } from "../load-balancer.js";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { REPO_ROOT, type ReplicatedService, type Stack, startStack } from "../stack.js";
 
 const CONFIG = join(REPO_ROOT, "test", "fixtures", "runnel.rolling.yaml");
 const API_KEY = "sk-runnel-test-rolling-0001";

@@ -11,9 +11,9 @@ import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { REPO_ROOT } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import { EventSource } from "eventsource";
-import { REPO_ROOT } from "../stack.js";
 import { chatBody, type E2E, parseSse, startE2E, waitForMockRequest } from "./helpers.js";
 
 const run = promisify(execFile);

@@ -7,9 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type NatsHandle, startNats } from "../nats-harness.js";
+import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack } from "@runnel/launcher";
 import { type CollectedSpan, type OtlpReceiver, SpanKind, startOtlpReceiver } from "../otlp-receiver.js";
-import { REPO_ROOT, type Stack, startStack } from "../stack.js";
 
 describe("telemetry over every OTLP protocol", () => {
   let receiver: OtlpReceiver;

@@ -15,8 +15,8 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { REPO_ROOT } from "@runnel/launcher";
 import { type CollectedSpan, type OtlpReceiver, SpanKind, startOtlpReceiver } from "../otlp-receiver.js";
-import { REPO_ROOT } from "../stack.js";
 import { type E2E, parseSse, startE2E } from "./helpers.js";
 
 const CONFIG = join(REPO_ROOT, "test", "fixtures", "runnel.telemetry.yaml");

@@ -15,12 +15,24 @@ import { join } from "node:path";
 import { freePort, waitForPort } from "./ports.js";
 import { reapOnExit } from "./reaper.js";
 
+/**
+ * The nats-server release the chart deploys (charts/runnel/values.yaml
+ * `nats.image.tag`): the bootstrap installs it, the testcontainers path runs
+ * its image. A test checks the three agree.
+ */
+export const NATS_SERVER_VERSION = "2.15.2";
+
 export interface NatsHandle extends AsyncDisposable {
   readonly url: string;
   /** How this server was obtained. */
   readonly kind: "external" | "testcontainers" | "local";
   /** The local server process (kind "local" only), for tests that stop or restart NATS. */
   readonly process?: ChildProcess;
+  /**
+   * Stops the local server and starts it again on the same port and store
+   * (JetStream's data survives), after `downMs`. Kind "local" only.
+   */
+  restart?(downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -63,7 +75,7 @@ export async function dockerAvailable(): Promise<boolean> {
 
 async function startContainer(): Promise<NatsHandle> {
   const { NatsContainer } = await import("@testcontainers/nats");
-  const container = await new NatsContainer("nats:2.10-alpine").withJetStream().start();
+  const container = await new NatsContainer(`nats:${NATS_SERVER_VERSION}-alpine`).withJetStream().start();
   const { user, pass, servers } = container.getConnectionOptions() as { user?: string; pass?: string; servers: string | string[] };
   const server = Array.isArray(servers) ? servers[0] : servers;
   const hostPort = String(server).replace(/^nats:\/\//, "");
@@ -80,7 +92,42 @@ async function startLocal(options: StartNatsOptions): Promise<NatsHandle> {
   const store = await mkdtemp(join(tmpdir(), "runnel-nats-"));
   const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store, "--name", `runnel-test-${port}`];
   if (options.logFile) args.push("-l", options.logFile);
-  const child = spawn(binary, args, { stdio: ["ignore", "ignore", options.logFile ? "ignore" : "pipe"] });
+  let child: ChildProcess;
+  try {
+    child = await spawnServer(binary, args, port);
+  } catch (error) {
+    await rm(store, { recursive: true, force: true });
+    throw error;
+  }
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await stopServer(child);
+    await rm(store, { recursive: true, force: true });
+  };
+  const handle: NatsHandle = {
+    url: `nats://127.0.0.1:${port}`,
+    kind: "local",
+    get process() {
+      return child;
+    },
+    async restart(downMs = 0) {
+      if (stopped) throw new Error("this nats-server was stopped");
+      await stopServer(child);
+      if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
+      child = await spawnServer(binary, args, port);
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+  return handle;
+}
+
+/** Starts nats-server and resolves once it accepts connections. */
+async function spawnServer(binary: string, args: readonly string[], port: number): Promise<ChildProcess> {
+  const logToFile = args.includes("-l");
+  const child = spawn(binary, args, { stdio: ["ignore", "ignore", logToFile ? "ignore" : "pipe"] });
   reapOnExit(child);
   let stderr = "";
   child.stderr?.on("data", (data: Buffer) => {
@@ -95,21 +142,17 @@ async function startLocal(options: StartNatsOptions): Promise<NatsHandle> {
     await Promise.race([waitForPort("127.0.0.1", port, 15_000), exited]);
   } catch (error) {
     child.kill("SIGKILL");
-    await rm(store, { recursive: true, force: true });
     throw error;
   }
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    if (child.exitCode === null && child.signalCode === null) {
-      const gone = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await gone;
-      clearTimeout(timer);
-    }
-    await rm(store, { recursive: true, force: true });
-  };
-  return { url: `nats://127.0.0.1:${port}`, kind: "local", process: child, stop, [Symbol.asyncDispose]: stop };
+  return child;
+}
+
+/** SIGTERM, then SIGKILL after 5 s; resolves once the process has exited. */
+async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+  await gone;
+  clearTimeout(timer);
 }

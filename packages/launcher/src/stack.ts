@@ -1,6 +1,6 @@
 /**
- * Runs the whole stack as real processes, exactly as `npm start` does:
- * mock provider, control plane, worker and ingress (node services/<name>/dist/main.js),
+ * Runs the whole stack as real processes, as `npm start` does: mock
+ * provider, control plane, worker and ingress (node services/<name>/dist/main.js),
  * against a NATS server the caller provides. Waits until every service is
  * ready; `stop()` (or `await using`) sends SIGTERM to each and waits, then
  * SIGKILLs stragglers, so no process is left behind.
@@ -18,7 +18,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { freePort } from "./ports.js";
 import { reapOnExit } from "./reaper.js";
 
-export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 export type ServiceName = "mock-provider" | "control-plane" | "worker" | "ingress";
 /** The services that may run as several replicas (the mock provider is always one process). */
@@ -33,6 +33,14 @@ export interface StackOptions {
   readonly mockPort?: number;
   /** Extra environment for every service (RUNNEL_CONFIG, LOG_LEVEL, ...). */
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Pass this process's whole environment to every service, as `npm start`
+   * does (a user's `${VAR}` in runnel.yaml, OTEL_*, proxy settings); the
+   * launcher still sets what it owns (ports, NATS_URL, CONTROL_PLANE_URL,
+   * INSTANCE_ID). Off by default: a test's services see only what the test
+   * sets, plus PATH, HOME, TMPDIR and NODE_OPTIONS.
+   */
+  readonly inheritEnv?: boolean;
   /** Per-service environment overrides. */
   readonly serviceEnv?: Partial<Record<ServiceName, Readonly<Record<string, string>>>>;
   /** Directory for one log file per process; logs go nowhere when omitted unless `echo` is set. */
@@ -126,8 +134,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const controlPlanes = () => slots.get("control-plane") ?? [];
   // Every client (ingress, worker) knows every control-plane replica, as the headless Service's DNS name lists them.
   const controlPlaneTargets = () => controlPlanes().map((slot) => `127.0.0.1:${slot.port}`);
+  const base = options.inheritEnv ? inheritedEnv() : pathEnv();
   const envFor = (slot: Slot): Record<string, string> => ({
-    ...pathEnv(),
+    ...base,
     NATS_URL: options.natsUrl,
     CONTROL_PLANE_URL: controlPlaneTargets().join(","),
     HOST: "127.0.0.1",
@@ -231,6 +240,22 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     stop: stopAll,
     [Symbol.asyncDispose]: stopAll,
   };
+}
+
+/**
+ * What the launcher sets for each process itself, whatever the caller's
+ * environment says: one value in the shell would give every service the same
+ * port or instance id.
+ */
+const OWNED_BY_LAUNCHER = ["NATS_URL", "CONTROL_PLANE_URL", "PORT", "GRPC_PORT", "HEALTH_PORT", "METRICS_PORT", "MOCK_PORT", "INSTANCE_ID"];
+
+/** The caller's environment, less what the launcher owns. */
+function inheritedEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value !== undefined && !OWNED_BY_LAUNCHER.includes(key)) env[key] = value;
+  }
+  return env;
 }
 
 /** PATH and HOME only: services get their config from what the stack sets, not from the caller's shell. */
