@@ -9,7 +9,7 @@ import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../", import.meta.url));
-/** The nats-server release the chart deploys; `go install` builds this one when nothing else is available. */
+/** The nats-server release the chart deploys (charts/runnel/values.yaml; a test checks they agree); the bootstrap builds it when no recent enough one is found. */
 export const NATS_SERVER_VERSION = "v2.15.2";
 const TOOLS_BIN = join(ROOT, ".tools", "bin");
 
@@ -28,14 +28,16 @@ function npmDependencies() {
   const marker = join(ROOT, "node_modules", ".runnel-installed");
   const wanted = createHash("sha256")
     .update(readFileSync(join(ROOT, "package.json")))
-    .update(existsSync(lock) ? readFileSync(lock) : "")
+    .update(readFileSync(lock))
     .digest("hex");
   if (existsSync(marker) && readFileSync(marker, "utf8") === wanted) return;
-  // `npm install` (not `npm ci`) even in CI: it installs exactly the lock file's
-  // versions too, and npm 11 records only this platform's optional binaries
-  // (Biome, buf) in the lock, which `npm ci` then rejects as out of sync.
-  log("installing npm dependencies (npm install)");
-  run("npm", ["install", "--no-audit", "--no-fund"]);
+  // Exactly the committed lock file, which is left as it is: a fresh clone
+  // stays clean, and every machine installs the same versions. The lock
+  // records every platform's optional binaries (Biome, buf), which `npm ci`
+  // needs; regenerate it with a plain `npm install` after changing a
+  // dependency, and commit it.
+  log("installing npm dependencies (npm ci, from package-lock.json)");
+  run("npm", ["ci", "--no-audit", "--no-fund"]);
   writeFileSync(marker, wanted);
 }
 
@@ -56,32 +58,54 @@ function isRoot() {
   return typeof process.getuid === "function" && process.getuid() === 0;
 }
 
-/** Finds nats-server: NATS_SERVER_BIN, PATH, .tools/bin; else installs it (apt as root, else go install). */
+/** The version a nats-server binary reports ("v2.15.2"), or undefined when it does not run. */
+function natsServerVersion(binary) {
+  try {
+    const match = /v?(\d+)\.(\d+)\.(\d+)/.exec(execFileSync(binary, ["--version"], { encoding: "utf8" }));
+    return match ? { text: `v${match[1]}.${match[2]}.${match[3]}`, major: Number(match[1]), minor: Number(match[2]) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** At least the major.minor of the release the chart deploys: tests and `npm start` run what production runs. */
+function recentEnough(version) {
+  const [major, minor] = NATS_SERVER_VERSION.slice(1).split(".").map(Number);
+  return version !== undefined && (version.major > major || (version.major === major && version.minor >= minor));
+}
+
+/**
+ * Finds nats-server at least as recent as the release the chart deploys
+ * (NATS_SERVER_VERSION's minor): NATS_SERVER_BIN, else the PATH, else
+ * .tools/bin; else builds that release with `go install` into .tools/bin
+ * (once; cached there). An older server on the PATH (Debian's is 2.9) is
+ * passed over, saying so.
+ */
 export function ensureNatsServer() {
-  const found =
-    process.env.NATS_SERVER_BIN || onPath("nats-server") || (existsSync(join(TOOLS_BIN, "nats-server")) ? join(TOOLS_BIN, "nats-server") : undefined);
-  if (found) return found;
-  if (isRoot() && onPath("apt-get")) {
-    log("nats-server not found; installing Debian's nats-server package");
-    const quiet = { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } };
-    try {
-      run("apt-get", ["install", "-y", "-q", "nats-server"], quiet);
-    } catch {
-      run("apt-get", ["update", "-q"], quiet);
-      run("apt-get", ["install", "-y", "-q", "nats-server"], quiet);
-    }
-    const installed = onPath("nats-server") || (existsSync("/usr/bin/nats-server") ? "/usr/bin/nats-server" : undefined);
-    if (installed) return installed;
+  const explicit = process.env.NATS_SERVER_BIN;
+  if (explicit) {
+    const version = natsServerVersion(explicit);
+    if (recentEnough(version)) return explicit;
+    throw new Error(
+      `NATS_SERVER_BIN=${explicit} is ${version?.text ?? "not a runnable nats-server"}; Runnel needs ${NATS_SERVER_VERSION} or a later release (unset it to have the bootstrap build ${NATS_SERVER_VERSION})`,
+    );
   }
-  if (onPath("go")) {
-    log(`nats-server not found; building ${NATS_SERVER_VERSION} with go install into .tools/bin`);
-    mkdirSync(TOOLS_BIN, { recursive: true });
-    run("go", ["install", `github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION}`], { env: { ...process.env, GOBIN: TOOLS_BIN, CGO_ENABLED: "0" } });
-    return join(TOOLS_BIN, "nats-server");
+  const cached = join(TOOLS_BIN, "nats-server");
+  for (const candidate of [onPath("nats-server"), existsSync(cached) ? cached : undefined]) {
+    if (!candidate) continue;
+    const version = natsServerVersion(candidate);
+    if (recentEnough(version)) return candidate;
+    log(`${candidate} is ${version?.text ?? "not runnable"}, older than the ${NATS_SERVER_VERSION} the chart deploys; not using it`);
   }
-  throw new Error(
-    "nats-server is not installed and cannot be installed here: install Debian's nats-server package, or Go, or set NATS_URL to an existing server",
-  );
+  if (!onPath("go")) {
+    throw new Error(
+      `nats-server ${NATS_SERVER_VERSION} (or a later release) is needed and Go is not installed to build it: install Go, put nats-server ${NATS_SERVER_VERSION} on the PATH, or set NATS_URL to an existing server`,
+    );
+  }
+  log(`building nats-server ${NATS_SERVER_VERSION} with go install into .tools/bin (once)`);
+  mkdirSync(TOOLS_BIN, { recursive: true });
+  run("go", ["install", `github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION}`], { env: { ...process.env, GOBIN: TOOLS_BIN, CGO_ENABLED: "0" } });
+  return cached;
 }
 
 /** The Helm release the chart tests use when no `helm` is on the PATH (`go list -m -versions helm.sh/helm/v3`). */
@@ -170,8 +194,7 @@ export function bootstrap() {
   npmDependencies();
   const natsServer = process.env.NATS_URL ? undefined : ensureNatsServer();
   if (natsServer) {
-    const version = execFileSync(natsServer, ["--version"], { encoding: "utf8" }).trim();
-    log(`using ${natsServer} (${version})`);
+    log(`using nats-server ${natsServerVersion(natsServer)?.text ?? "(version unknown)"} at ${natsServer}`);
   }
   build();
   return { natsServer };
