@@ -35,6 +35,31 @@ export interface Bus {
   readonly records: KV;
   /** Worker presence (`runnel_workers`), shared by every control-plane replica. */
   readonly workers: KV;
+  /**
+   * Connected to a server right now: false from a disconnect until the
+   * reconnect, and once closed. Readiness is this (with unlimited
+   * reconnects, `isClosed()` never turns true while the server is away).
+   */
+  readonly connected: () => boolean;
+}
+
+/**
+ * Follows a connection's status events. nats.js reconnects on its own and
+ * buffers what is published meanwhile; what it does not do is say, when
+ * asked, whether it is connected now.
+ */
+export function connectionWatch(nc: NatsConnection): () => boolean {
+  let up = !nc.isClosed();
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === "disconnect" || status.type === "reconnecting" || status.type === "staleConnection") up = false;
+      else if (status.type === "reconnect") up = true;
+    }
+  })().catch(() => {});
+  void nc.closed().then(() => {
+    up = false;
+  });
+  return () => up && !nc.isClosed();
 }
 
 /**
@@ -117,7 +142,7 @@ export async function ensureTopology(nc: NatsConnection, options: BusOptions): P
   });
   // Presence is rebuilt from heartbeats within seconds: memory is enough.
   const workers = await new Kvm(js).create(WORKERS_BUCKET, { history: 1, ttl: WORKERS_BUCKET_TTL_MS, storage: StorageType.Memory });
-  return { nc, js, jsm, records, workers };
+  return { nc, js, jsm, records, workers, connected: connectionWatch(nc) };
 }
 
 /** NATS server error: "stream name already in use with a different configuration". */

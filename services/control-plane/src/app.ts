@@ -227,7 +227,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
     snapshots,
     workers,
     health,
-    ready: () => !closing && bus.nc.isClosed() === false,
+    ready: () => !closing && bus.connected(),
     async listen(host, port) {
       const bound = await new Promise<number>((resolve, reject) =>
         server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (error, actual) => (error ? reject(error) : resolve(actual))),

@@ -38,7 +38,7 @@ try {
     live: () => true,
     ready: () => {
       const ready = app.ready();
-      return { ready, reasons: ready ? [] : ["shutting down or NATS closed"] };
+      return { ready, reasons: ready ? [] : ["shutting down, or not connected to NATS"] };
     },
     ...(settings.METRICS_PORT === undefined ? { metrics: metrics.handle } : {}),
   });

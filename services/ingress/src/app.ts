@@ -123,7 +123,7 @@ export function buildIngress(deps: IngressDeps): Ingress {
     const reasons: string[] = [];
     if (closing) reasons.push("shutting down");
     if (!table) reasons.push("no routing snapshot yet");
-    if (bus.nc.isClosed()) reasons.push("NATS connection closed");
+    if (!bus.connected()) reasons.push("not connected to NATS");
     return { ready: reasons.length === 0, reasons };
   };
 

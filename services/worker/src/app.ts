@@ -344,7 +344,7 @@ export function buildWorker(deps: WorkerDeps): Worker {
       const reasons: string[] = [];
       if (draining) reasons.push("draining");
       if (!table) reasons.push("no routing snapshot yet");
-      if (bus.nc.isClosed()) reasons.push("NATS connection closed");
+      if (!bus.connected()) reasons.push("not connected to NATS");
       if (!pulling && !draining) reasons.push("not pulling jobs");
       return { ready: reasons.length === 0, reasons };
     },
