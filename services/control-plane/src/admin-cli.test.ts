@@ -14,6 +14,11 @@ test("the address comes from --url, then RUNNEL_CONTROL_PLANE_URL, then CONTROL_
   assert.equal(parseInvocation(["providers"], {}).url, "127.0.0.1:50051");
 });
 
+test("with GRPC_PORT set (npm start's control plane on another port), the CLI dials that port when no URL is given", () => {
+  assert.equal(parseInvocation(["streams", "ls"], { GRPC_PORT: "50123" }).url, "127.0.0.1:50123");
+  assert.equal(parseInvocation(["streams", "ls"], { GRPC_PORT: "50123", CONTROL_PLANE_URL: "b:2" }).url, "b:2");
+});
+
 test("commands parse into their options", () => {
   assert.deepEqual(parseInvocation(["streams", "ls", "--phase", "Running", "--limit", "5"], {}).command, {
     kind: "streams-ls",

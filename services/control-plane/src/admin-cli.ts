@@ -32,7 +32,7 @@ commands:
 
 options:
   --url TARGET     control plane: host:port[,host:port...] or dns:///name:port
-                   (default: RUNNEL_CONTROL_PLANE_URL, else CONTROL_PLANE_URL, else ${DEFAULT_CONTROL_PLANE_URL})
+                   (default: RUNNEL_CONTROL_PLANE_URL, else CONTROL_PLANE_URL, else 127.0.0.1:$GRPC_PORT, else ${DEFAULT_CONTROL_PLANE_URL})
   --json           print JSON instead of tables
   --timeout DUR    deadline of the call, all replicas included (default 10s)
   -h, --help       this text
@@ -80,7 +80,8 @@ export function parseInvocation(argv: readonly string[], env: Readonly<Record<st
     throw new UsageError((error as Error).message);
   }
   const { values, positionals } = parsed;
-  const url = values.url || env.RUNNEL_CONTROL_PLANE_URL || env.CONTROL_PLANE_URL || DEFAULT_CONTROL_PLANE_URL;
+  // GRPC_PORT: the port `npm start` was told to put its control plane on, in the same shell.
+  const url = values.url || env.RUNNEL_CONTROL_PLANE_URL || env.CONTROL_PLANE_URL || (env.GRPC_PORT ? `127.0.0.1:${env.GRPC_PORT}` : DEFAULT_CONTROL_PLANE_URL);
   let timeoutMs = 10_000;
   if (values.timeout !== undefined) {
     try {
