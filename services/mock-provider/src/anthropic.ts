@@ -8,7 +8,7 @@
 import { MOCK_CONTEXT_LENGTH } from "./failures.js";
 import { type ChatRequest, contentText, contentWords, isRecord, type MessageText } from "./openai.js";
 import type { Scenario } from "./scenario.js";
-import type { MockWire, WireError, WireParse } from "./wire.js";
+import { type MockWire, single, type WireError, type WireParse } from "./wire.js";
 
 /** Anthropic's error `type` for an HTTP status. */
 function errorType(status: number): string {
@@ -117,7 +117,7 @@ function anthropicFailure(scenario: Scenario, chat: ChatRequest): WireError | nu
 export const ANTHROPIC_WIRE: MockWire = {
   name: "anthropic",
   idPrefix: "msg_mock_",
-  hasCredentials: (headers) => headers["x-api-key"] !== undefined,
+  credential: (headers) => single(headers["x-api-key"]),
   parse: (text) => parseAnthropicRequest(text),
   invalid: (message) => error(400, message),
   tooLarge: (message) => error(413, message, { connection: "close" }),

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, test } from "node:test";
 import { chat, chunks, contentOf, SseReader, startMock } from "./test-support.js";
 import { mockText } from "./text.js";
@@ -242,6 +243,7 @@ describe("other routes", () => {
       "authorization",
       "clientClosed",
       "clientClosedAt",
+      "credentialSha256",
       "fail",
       "finished",
       "firstTokenAt",
@@ -254,8 +256,11 @@ describe("other routes", () => {
       "status",
       "stream",
       "tokensSent",
+      "traceparent",
     ]);
     assert.equal(streamed?.model, "mock?tokens=2");
+    assert.equal(streamed?.credentialSha256, createHash("sha256").update("sk-secret-123").digest("hex"), "the key's digest, not the key");
+    assert.equal(failed?.credentialSha256, null);
     assert.equal(streamed?.format, "openai");
     assert.equal(streamed?.stream, true);
     assert.equal(streamed?.authorization, true);

@@ -5,6 +5,7 @@
  * probes, and the routes tests use: the journal (`/_mock/requests`) and the
  * outage switches of `fail=outage` (`/_mock/outages/<key>`).
  */
+import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { ANTHROPIC_WIRE } from "./anthropic.js";
@@ -311,6 +312,7 @@ async function readBody(request: IncomingMessage, limit: number): Promise<string
 
 async function handleChat(state: AppState, request: IncomingMessage, response: ServerResponse, wire: MockWire, route: RouteFacts): Promise<void> {
   state.nextId += 1;
+  const credential = wire.credential(request.headers);
   const entry: JournalEntry = {
     id: `${wire.idPrefix}${state.nextId}`,
     format: wire.name,
@@ -325,7 +327,9 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     finished: false,
     clientClosed: false,
     clientClosedAt: null,
-    authorization: wire.hasCredentials(request.headers),
+    authorization: credential !== undefined,
+    credentialSha256: credential === undefined ? null : createHash("sha256").update(credential).digest("hex"),
+    traceparent: typeof request.headers.traceparent === "string" ? request.headers.traceparent : null,
     messages: [],
   };
   state.journal.add(entry);

@@ -11,7 +11,7 @@
 import { MOCK_CONTEXT_LENGTH } from "./failures.js";
 import { type ChatRequest, type CompletionHeader, contentText, contentWords, isRecord, type MessageText } from "./openai.js";
 import type { Scenario } from "./scenario.js";
-import type { MockWire, WireError, WireParse } from "./wire.js";
+import { type MockWire, single, type WireError, type WireParse } from "./wire.js";
 
 const GOOGLE_STATUS: Readonly<Record<number, string>> = {
   400: "INVALID_ARGUMENT",
@@ -137,7 +137,7 @@ function geminiFailure(scenario: Scenario, chat: ChatRequest): WireError | null 
 export const GEMINI_WIRE: MockWire = {
   name: "gemini",
   idPrefix: "gemini-mock-",
-  hasCredentials: (headers) => headers["x-goog-api-key"] !== undefined,
+  credential: (headers) => single(headers["x-goog-api-key"]),
   parse: (text, route) => parseGeminiRequest(text, route.model ?? "", route.stream === true),
   invalid: (message) => error(400, message),
   tooLarge: (message) => error(413, message, undefined, { connection: "close" }),

@@ -18,6 +18,8 @@ function entry(id: string): JournalEntry {
     clientClosed: false,
     clientClosedAt: null,
     authorization: false,
+    credentialSha256: null,
+    traceparent: null,
     messages: [],
   };
 }

@@ -34,6 +34,10 @@ export interface JournalEntry {
   clientClosedAt: number | null;
   /** Whether the format's credential header came: Authorization, x-api-key or x-goog-api-key (the key itself is never stored). */
   authorization: boolean;
+  /** SHA-256 (hex) of that credential, so a test can check which key arrived without the mock keeping it. */
+  credentialSha256: string | null;
+  /** The W3C `traceparent` header the request carried (a gateway continuing the client's trace), if any. */
+  traceparent: string | null;
   /**
    * The conversation's turns (role as the format names it, text parts joined,
    * each cut to JOURNAL_TEXT_LIMIT characters), so a test can check what a

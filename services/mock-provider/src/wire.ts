@@ -24,6 +24,11 @@ import {
 } from "./openai.js";
 import type { Scenario } from "./scenario.js";
 
+/** The first value of a header, if it came. */
+export function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
 /** The provider APIs the mock speaks. */
 export type WireName = "openai" | "anthropic" | "gemini";
 
@@ -47,7 +52,8 @@ export interface MockWire {
   /** Prefix of response ids (`chatcmpl-mock-`, `msg_mock_`, ...). */
   readonly idPrefix: string;
   /** Whether the request carried this format's credential header (its value is never kept). */
-  hasCredentials(headers: IncomingHttpHeaders): boolean;
+  /** The credential the request carries in the format's header (the key, without "Bearer "), if any. */
+  credential(headers: IncomingHttpHeaders): string | undefined;
   parse(text: string, route: RouteFacts): WireParse;
   /** A 400 for a request the mock cannot serve (a bad scenario, for instance). */
   invalid(message: string, param: string | null): WireError;
@@ -88,7 +94,7 @@ export function openAIWireError(error: OpenAIError, headers: Readonly<Record<str
 export const OPENAI_WIRE: MockWire = {
   name: "openai",
   idPrefix: "chatcmpl-mock-",
-  hasCredentials: (headers) => headers.authorization !== undefined,
+  credential: (headers) => single(headers.authorization)?.replace(/^Bearer\s+/i, ""),
   parse(text) {
     const parsed = parseChatRequest(text);
     return parsed.ok ? parsed : { ok: false, error: openAIWireError(parsed.error) };

@@ -2,8 +2,7 @@
 import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
-import { type NatsHandle, startNats } from "../nats-harness.js";
-import { REPO_ROOT, type Stack, startStack } from "../stack.js";
+import { type NatsHandle, REPO_ROOT, type Stack, startNats, startStack } from "@runnel/launcher";
 
 export const E2E_CONFIG = join(REPO_ROOT, "test", "fixtures", "runnel.e2e.yaml");
 
@@ -52,6 +51,10 @@ export interface MockRequest {
   clientClosed: boolean;
   clientClosedAt: number | null;
   authorization: boolean;
+  /** SHA-256 (hex) of the credential the provider received. */
+  credentialSha256: string | null;
+  /** The `traceparent` header the provider received. */
+  traceparent: string | null;
   /** The conversation the request carried: role and text of each turn. */
   messages: { role: string; text: string }[];
 }
