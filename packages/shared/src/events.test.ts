@@ -69,12 +69,18 @@ describe("encodeEvent / decodeEvent round-trip every event kind", () => {
     FinishReason.FINISH_REASON_CONTENT_FILTER,
   ]) {
     test(`done with finish reason ${FinishReason[reason]}`, () => {
-      const original = event({ $case: "done", value: { finishReason: reason } });
+      const original = event({ $case: "done", value: { finishReason: reason, usage: undefined } });
       const decoded = roundTrip(original);
       assert.deepEqual(decoded, original);
       assert.equal(decoded.event?.$case === "done" && decoded.event.value.finishReason, reason);
     });
   }
+
+  test("done carries the stream's usage", () => {
+    const usage = { inputTokens: 12, outputTokens: 30, cachedInputTokens: 8, reasoningTokens: 5 };
+    const original = event({ $case: "done", value: { finishReason: FinishReason.FINISH_REASON_STOP, usage } });
+    assert.deepEqual(roundTrip(original), original);
+  });
 
   test("a large seq survives (uint64 beyond 32 bits)", () => {
     const original = event({ $case: "textDelta", value: { text: "x" } }, 2 ** 40 + 3);

@@ -198,7 +198,7 @@ export class AnthropicStreamEncoder {
         return `${this.start()}${this.#close()}${frame("runnel_failover", JSON.stringify({ type: "runnel_failover", ...failoverJson(body.value) }), event.seq)}`;
       case "done": {
         this.#ended = true;
-        const delta = `{"type":"message_delta","delta":{"stop_reason":"${anthropicStopReason(body.value.finishReason)}","stop_sequence":null},"usage":${usageJson(this.#usage)}}`;
+        const delta = `{"type":"message_delta","delta":{"stop_reason":"${anthropicStopReason(body.value.finishReason)}","stop_sequence":null},"usage":${usageJson(body.value.usage ?? this.#usage)}}`;
         return `${this.start()}${this.#close()}${frame("message_delta", delta)}${frame("message_stop", '{"type":"message_stop"}', event.seq)}`;
       }
       case "error":
@@ -304,6 +304,7 @@ export class MessageAccumulator {
         break;
       case "done":
         this.#stop = anthropicStopReason(body.value.finishReason);
+        if (body.value.usage) this.#usage = body.value.usage;
         break;
       default:
         break;

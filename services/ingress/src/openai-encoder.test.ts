@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { type EventBody, FinishReason, type StreamEvent } from "@runnel/shared";
-import { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
+import { type ChunkContext, CompletionAccumulator, encodeChunk, endUsageChunk } from "./openai-encoder.js";
 
 function context(model = "gpt"): ChunkContext {
   return { id: "chatcmpl-st_abc", created: 1_732_170_000, model };
@@ -93,7 +93,9 @@ describe("encodeChunk", () => {
   });
 
   test("usage gives a chunk with empty choices and OpenAI's usage object including total_tokens", () => {
-    const chunk = encode(context(), { $case: "usage", value: { inputTokens: 12, outputTokens: 30, cachedInputTokens: 8, reasoningTokens: 5 } });
+    const usage = { inputTokens: 12, outputTokens: 30, cachedInputTokens: 8, reasoningTokens: 5 };
+    const done = { streamId: "st_abc", seq: 9, epoch: 0, event: { $case: "done" as const, value: { finishReason: FinishReason.FINISH_REASON_STOP, usage } } };
+    const chunk = JSON.parse(endUsageChunk(context(), done) ?? "null") as Record<string, unknown>;
     assert.equal(chunk.object, "chat.completion.chunk");
     assert.equal(chunk.id, "chatcmpl-st_abc");
     assert.equal(chunk.model, "gpt");
@@ -105,6 +107,29 @@ describe("encodeChunk", () => {
       prompt_tokens_details: { cached_tokens: 8 },
       completion_tokens_details: { reasoning_tokens: 5 },
     });
+  });
+
+  test("a usage event (older workers) writes nothing; the usage chunk follows the finish chunk of done", () => {
+    const chunks = context();
+    const usage = { inputTokens: 1, outputTokens: 2, cachedInputTokens: 0, reasoningTokens: 0 };
+    assert.equal(encodeChunk(chunks, { streamId: "st_abc", seq: 8, epoch: 0, event: { $case: "usage", value: usage } }), undefined);
+    const done = {
+      streamId: "st_abc",
+      seq: 9,
+      epoch: 0,
+      event: { $case: "done" as const, value: { finishReason: FinishReason.FINISH_REASON_STOP, usage: undefined } },
+    };
+    assert.equal((JSON.parse(endUsageChunk(chunks, done) ?? "null") as { usage: { total_tokens: number } }).usage.total_tokens, 3);
+  });
+
+  test("no usage, no usage chunk", () => {
+    const done = {
+      streamId: "st_abc",
+      seq: 9,
+      epoch: 0,
+      event: { $case: "done" as const, value: { finishReason: FinishReason.FINISH_REASON_STOP, usage: undefined } },
+    };
+    assert.equal(endUsageChunk(context(), done), undefined);
   });
 
   const finishes: Array<[FinishReason, string]> = [

@@ -14,9 +14,12 @@ export interface ChunkContext {
   model: string;
   /** The chunk envelope up to the delta, built once per model (the per-token path only appends). */
   prefix?: string | undefined;
+  /** Usage from a `usage` event before `done` (what older workers sent), written after the finish chunk. */
+  pendingUsage?: Usage | undefined;
 }
 
-function usageJson(usage: Usage) {
+/** OpenAI's usage object of ours. */
+export function openAIUsage(usage: Usage) {
   return {
     prompt_tokens: usage.inputTokens,
     completion_tokens: usage.outputTokens,
@@ -37,7 +40,9 @@ function chunk(context: ChunkContext, deltaJson: string, finishReason: string | 
 
 /**
  * The JSON payload of one event, or the error object for an error event.
- * Returns undefined for nothing to write (never happens for a known event).
+ * Returns undefined for nothing to write (a `usage` event, held for the end).
+ * For `done` it is the finish chunk; the usage chunk that follows it is
+ * `endUsageChunk`.
  */
 export function encodeChunk(context: ChunkContext, event: StreamEvent): string | undefined {
   const body = event.event;
@@ -63,14 +68,9 @@ export function encodeChunk(context: ChunkContext, event: StreamEvent): string |
       return chunk(context, JSON.stringify({ tool_calls: [call] }));
     }
     case "usage":
-      return JSON.stringify({
-        id: context.id,
-        object: "chat.completion.chunk",
-        created: context.created,
-        model: context.model,
-        choices: [],
-        usage: usageJson(body.value),
-      });
+      // Held: OpenAI sends usage in a last chunk after the finish chunk (usageChunk).
+      context.pendingUsage = body.value;
+      return undefined;
     case "failover":
       // The route changed: later chunks name the model now serving.
       if (body.value.to?.model) {
@@ -92,6 +92,26 @@ export function encodeChunk(context: ChunkContext, event: StreamEvent): string |
     default:
       return undefined;
   }
+}
+
+/**
+ * The chunk that follows the finish chunk of a `done` when the stream has
+ * usage (the client asked for it): `choices: []` and `usage`, OpenAI's last
+ * chunk before `[DONE]`. Undefined when there is none.
+ */
+export function endUsageChunk(context: ChunkContext, event: StreamEvent): string | undefined {
+  const body = event.event;
+  if (body?.$case !== "done") return undefined;
+  const usage = body.value.usage ?? context.pendingUsage;
+  if (!usage) return undefined;
+  return JSON.stringify({
+    id: context.id,
+    object: "chat.completion.chunk",
+    created: context.created,
+    model: context.model,
+    choices: [],
+    usage: openAIUsage(usage),
+  });
 }
 
 /** Folds a stream's events into one non-streaming `chat.completion`. */
@@ -141,6 +161,7 @@ export class CompletionAccumulator {
         break;
       case "done":
         this.#finish = openAIFinishReason(body.value.finishReason);
+        if (body.value.usage) this.#usage = body.value.usage;
         break;
       default:
         break;
@@ -158,7 +179,7 @@ export class CompletionAccumulator {
       created: this.context.created,
       model: this.context.model,
       choices: [{ index: 0, message, finish_reason: this.#finish, logprobs: null }],
-      usage: this.#usage ? usageJson(this.#usage) : null,
+      usage: this.#usage ? openAIUsage(this.#usage) : null,
       ...(this.#failovers.length > 0 ? { runnel: { failovers: this.#failovers } } : {}),
     };
   }

@@ -6,7 +6,7 @@
  */
 import { openAIErrorBody, type StreamEvent } from "@runnel/shared";
 import { AnthropicStreamEncoder, anthropicError, anthropicErrorBody, errorFrame, MessageAccumulator, PING_FRAME } from "./anthropic-encoder.js";
-import { type ChunkContext, CompletionAccumulator, encodeChunk } from "./openai-encoder.js";
+import { type ChunkContext, CompletionAccumulator, encodeChunk, endUsageChunk } from "./openai-encoder.js";
 
 export interface ErrorResponse {
   readonly status: number;
@@ -76,7 +76,11 @@ export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkCont
     headers: { ...STREAM_HEADERS, "content-type": sse ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8" },
     event: (event) => {
       const payload = encodeChunk(context, event);
-      return payload === undefined ? "" : frame(event.seq, payload);
+      if (payload === undefined) return "";
+      if (event.event?.$case !== "done") return frame(event.seq, payload);
+      // The finish chunk, then (when the client asked) the usage chunk: OpenAI's order, both under the done's id.
+      const usage = endUsageChunk(context, event);
+      return usage === undefined ? frame(event.seq, payload) : `${frame(event.seq, payload)}${frame(0, usage)}`;
     },
     end: () => (sse ? "data: [DONE]\n\n" : ""),
     // SSE comments are ignored by every client; NDJSON clients skip blank lines.

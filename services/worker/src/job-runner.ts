@@ -192,6 +192,7 @@ async function generate(
     const table = context.routing();
     if (!table) throw new RunnelError("RUNNEL_ERR_NO_ROUTE", "this worker has no routing snapshot yet");
     const includeUsage = job.request?.includeUsage === true;
+    let streamUsage: Usage | undefined;
     const runner = new RouteRunner(
       {
         table,
@@ -210,16 +211,21 @@ async function generate(
         ready: () => publisher.ready(controller.signal),
         ...(resume ? { resume } : {}),
         emit: (body) => {
+          if (body.$case === "usage") {
+            // Carried by `done`, where each API's encoder puts it (OpenAI: a chunk after the finish chunk).
+            streamUsage = body.value;
+            return;
+          }
           if (body.$case === "done") {
             finishReason = openAIFinishReason(body.value.finishReason);
+            // The worker always asks the provider for usage; the stream carries it only when the client asked.
+            const done: EventBody = { $case: "done", value: { ...body.value, usage: includeUsage ? (body.value.usage ?? streamUsage) : undefined } };
             // Published at once: the adapter may still be tidying up its connection.
-            terminal = publishTerminal(bus, subject, sequencer.next(body), log);
+            terminal = publishTerminal(bus, subject, sequencer.next(done), log);
             // Awaited once the adapter returns; a failure meanwhile must not be an unhandled rejection.
             terminal.catch(() => {});
             return;
           }
-          // The worker always asks the provider for usage; the stream carries it only when the client asked.
-          if (body.$case === "usage" && !includeUsage) return;
           publisher.publish(sequencer.next(body));
         },
       },

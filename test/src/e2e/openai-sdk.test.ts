@@ -65,6 +65,39 @@ describe("a chat completion through the whole stack", () => {
     assert.equal(usage[0]?.total_tokens, (usage[0]?.prompt_tokens ?? 0) + 32);
   });
 
+  test("with include_usage, OpenAI's order on SSE and NDJSON: the finish chunk, then the usage chunk (choices: []), then the end", async () => {
+    // The SDK: the last chunk it yields carries usage, the one before it the finish reason.
+    const stream = await client.chat.completions.create({
+      model: "mock",
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: "user", content: "Hello" }],
+    });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    assert.equal(chunks.at(-2)?.choices[0]?.finish_reason, "stop", "the finish chunk is last but one");
+    assert.deepEqual(chunks.at(-1)?.choices, []);
+    assert.equal(chunks.at(-1)?.usage?.completion_tokens, 32);
+    assert.equal(chunks.filter((chunk) => chunk.usage).length, 1);
+
+    for (const accept of ["text/event-stream", "application/x-ndjson"]) {
+      const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept },
+        body: chatBody("mock", { stream: true, stream_options: { include_usage: true } }),
+      });
+      const text = await response.text();
+      const payloads =
+        accept === "text/event-stream" ? parseSse(text).events.map((event) => event.data) : text.split("\n").filter((line) => line.trim() !== "");
+      if (accept === "text/event-stream") assert.equal(payloads.pop(), "[DONE]", "[DONE] ends the SSE stream");
+      const parsed = payloads.map((payload) => JSON.parse(payload) as { choices: { finish_reason: string | null }[]; usage?: unknown });
+      const usageAt = parsed.findIndex((chunk) => chunk.usage);
+      assert.equal(usageAt, parsed.length - 1, `${accept}: the usage chunk is the last`);
+      assert.deepEqual(parsed.at(-1)?.choices, []);
+      assert.equal(parsed.at(-2)?.choices[0]?.finish_reason, "stop", `${accept}: right after the finish chunk`);
+    }
+  });
+
   test("the SSE wire: consecutive ids from 1, the stream id header, [DONE] last, the provider saw our key", async () => {
     const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
       method: "POST",

@@ -211,10 +211,11 @@ describe("the WebSocket transport through the whole stack", () => {
       assert.equal(frames.at(-1), done, "nothing follows the done frame");
     }
     assert.equal(streamIds.size, 3, "every request has its own stream");
-    // role chunk + 32 tokens; the usage stream also carries its usage chunk, and repeats the usage in done.
+    // role chunk + 32 tokens; the finish reason and the usage come together in the done frame, after every chunk (OpenAI's order).
     assert.equal(client.of("a").filter((frame) => frame.type === "chunk").length, 33);
     assert.equal(doneA.usage, null);
-    assert.equal(client.of("with-usage").filter((frame) => frame.type === "chunk").length, 34);
+    assert.equal(client.of("with-usage").filter((frame) => frame.type === "chunk").length, 33);
+    assert.equal(client.of("with-usage").filter((frame) => frame.chunk?.usage).length, 0, "no usage chunk before the finish");
     assert.equal(doneUsage.usage?.completion_tokens, 32);
     assert.equal(doneUsage.usage?.total_tokens, (doneUsage.usage?.prompt_tokens ?? 0) + 32);
     await client.close();

@@ -7,7 +7,7 @@
 import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase } from "@runnel/shared";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
-import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
+import { type ChunkContext, encodeChunk, endUsageChunk } from "../openai-encoder.js";
 import { type OpenStream, reconnectDelayMs, writeStream } from "../stream-writer.js";
 import { openAIWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
@@ -158,9 +158,15 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
         reader.pause();
         return;
       }
-      const payload = JSON.parse(encodeChunk(chunks, event) ?? "{}") as object;
+      const encoded = encodeChunk(chunks, event);
       const body = event.event;
-      events.push(body?.$case === "error" ? { seq: event.seq, ...payload } : { seq: event.seq, chunk: payload });
+      if (encoded !== undefined) {
+        const payload = JSON.parse(encoded) as object;
+        events.push(body?.$case === "error" ? { seq: event.seq, ...payload } : { seq: event.seq, chunk: payload });
+      }
+      // After the finish chunk, the usage chunk (when the stream has usage), as on SSE.
+      const usage = endUsageChunk(chunks, event);
+      if (usage !== undefined) events.push({ seq: event.seq, chunk: JSON.parse(usage) as object });
       if (event.seq > 0) next = event.seq;
       if (body?.$case === "done" || body?.$case === "error") done = true;
       wake?.();

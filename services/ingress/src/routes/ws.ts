@@ -25,12 +25,12 @@
  */
 import { type IncomingMessage, STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import { isValidStreamId, newStreamId, openAIErrorBody, openAIFinishReason, RunnelError, type StoredRecord, toRunnelError } from "@runnel/shared";
+import { isValidStreamId, newStreamId, openAIErrorBody, openAIFinishReason, RunnelError, type StoredRecord, toRunnelError, type Usage } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
 import { type RawData, type WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
 import { buildJob, sessionFrom } from "../job.js";
-import { type ChunkContext, encodeChunk } from "../openai-encoder.js";
+import { type ChunkContext, encodeChunk, openAIUsage } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import type { StreamReader } from "../stream-reader.js";
 import type { RouteContext } from "./context.js";
@@ -82,8 +82,8 @@ interface Running {
   streamId: string | undefined;
   reader: StreamReader | undefined;
   cancelled: boolean;
-  /** The usage object's JSON, once the stream carried one. */
-  usage: string | undefined;
+  /** Usage from a `usage` event (older workers), for the done frame. */
+  usage: Usage | undefined;
   untrack: () => void;
 }
 
@@ -402,8 +402,12 @@ class Session {
     reader.attach((event) => {
       const body = event.event;
       if (body?.$case === "done") {
+        // The finish reason and (when asked for) the usage come together, in the terminal frame.
+        const usage = body.value.usage ?? running.usage;
         const finish = JSON.stringify(openAIFinishReason(body.value.finishReason));
-        this.#send(`{"type":"done","id":${key},"streamId":${stream},"seq":${event.seq},"finish_reason":${finish},"usage":${running.usage ?? "null"}}`);
+        this.#send(
+          `{"type":"done","id":${key},"streamId":${stream},"seq":${event.seq},"finish_reason":${finish},"usage":${usage ? JSON.stringify(openAIUsage(usage)) : "null"}}`,
+        );
         this.#finish(running);
         return;
       }
@@ -412,10 +416,13 @@ class Session {
         this.#send(`{"type":"error","id":${key},"streamId":${stream},"error":${JSON.stringify(openAIErrorBody(body.value.code, body.value.message).error)}}`);
         return;
       }
+      // A usage event (older workers) waits for the done frame.
+      if (body?.$case === "usage") {
+        running.usage = body.value;
+        return;
+      }
       const payload = encodeChunk(chunks, event);
       if (payload === undefined) return;
-      // Once per stream: the done frame repeats the usage.
-      if (body?.$case === "usage") running.usage = JSON.stringify((JSON.parse(payload) as { usage: unknown }).usage);
       this.#send(`${chunkPrefix}${event.seq},"chunk":${payload}}`);
     });
     if (running.cancelled) this.#cancelStarted(running);

@@ -152,7 +152,7 @@ export interface ChatMessage {
 
 /** A piece of message content. */
 export interface ContentPart {
-  part: { $case: "text"; value: string } | { $case: "imageUrl"; value: ImageUrl } | undefined;
+  part?: { $case: "text"; value: string } | { $case: "imageUrl"; value: ImageUrl } | undefined;
 }
 
 /** An image given by URL (http(s) or a data: URL). */
@@ -187,7 +187,7 @@ export interface Job {
   streamId: string;
   /** The public model name the client asked for. */
   model: string;
-  request:
+  request?:
     | ChatRequest
     | undefined;
   /**
@@ -231,12 +231,14 @@ export interface StreamEvent {
    * lower epoch once they saw a higher one (fencing a worker that comes back late).
    */
   epoch: number;
-  event:
+  event?:
     | { $case: "started"; value: Started }
     | { $case: "textDelta"; value: TextDelta }
     | { $case: "toolCallDelta"; value: ToolCallDelta }
     | { $case: "reasoningDelta"; value: ReasoningDelta }
-    | { $case: "usage"; value: Usage }
+    | //
+    /** Usage of the whole stream, before `done`: what workers before Done.usage sent; readers still accept it. */
+    { $case: "usage"; value: Usage }
     | { $case: "done"; value: Done }
     | { $case: "error"; value: StreamError }
     | { $case: "failover"; value: Failover }
@@ -280,6 +282,13 @@ export interface Usage {
 /** The stream ended successfully. Terminal. */
 export interface Done {
   finishReason: FinishReason;
+  /**
+   * The stream's token usage, when the provider reported it and the client
+   * asked for it (the job's include_usage). Each API puts it where it
+   * belongs: OpenAI a last chunk after the finish chunk, Anthropic its
+   * message_delta.
+   */
+  usage?: Usage | undefined;
 }
 
 /** The stream failed. Terminal: nothing follows an error. */
@@ -295,8 +304,8 @@ export interface StreamError {
 /** The stream switched routes (failover, hedge win, or a takeover of a lost worker's stream). */
 export interface Failover {
   mode: FailoverMode;
-  from: Route | undefined;
-  to:
+  from?: Route | undefined;
+  to?:
     | Route
     | undefined;
   /** The RUNNEL_ERR_* code of the failure that caused the switch. */
@@ -2296,13 +2305,16 @@ export const Usage: MessageFns<Usage> = {
 };
 
 function createBaseDone(): Done {
-  return { finishReason: 0 };
+  return { finishReason: 0, usage: undefined };
 }
 
 export const Done: MessageFns<Done> = {
   encode(message: Done, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.finishReason !== 0) {
       writer.uint32(8).int32(message.finishReason);
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -2328,6 +2340,14 @@ export const Done: MessageFns<Done> = {
             message.finishReason = reader.int32() as any;
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2347,6 +2367,7 @@ export const Done: MessageFns<Done> = {
         : isSet(object.finish_reason)
         ? finishReasonFromJSON(object.finish_reason)
         : 0,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
     };
   },
 
@@ -2354,6 +2375,9 @@ export const Done: MessageFns<Done> = {
     const obj: any = {};
     if (message.finishReason !== 0) {
       obj.finishReason = finishReasonToJSON(message.finishReason);
+    }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
     }
     return obj;
   },
@@ -2364,6 +2388,7 @@ export const Done: MessageFns<Done> = {
   fromPartial(object: DeepPartial<Done>): Done {
     const message = createBaseDone();
     message.finishReason = object.finishReason ?? 0;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     return message;
   },
 };
