@@ -1,9 +1,10 @@
+import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parseConfig } from "./config.js";
 import type { ChatRequest } from "./gen/runnel/v1/stream.js";
 import { DEFAULT_HEALTH_SETTINGS, HealthBook, OutcomeKind } from "./health.js";
-import { affinityKeyFor, buildSnapshot, type HealthView, orderGroup, type RoutingSnapshot, RoutingTable, redactForIngress } from "./routing.js";
+import { affinityKeyFor, buildSnapshot, type HealthView, orderGroup, RoutingSnapshot, RoutingTable, redactForIngress, redactForWorker } from "./routing.js";
 
 const CONFIG = `
 providers:
@@ -160,6 +161,35 @@ describe("buildSnapshot", () => {
     const before = Date.now();
     const built = buildSnapshot(parseConfig(CONFIG, {}), 1);
     assert.ok(built.createdAtMs >= before && built.createdAtMs <= Date.now());
+  });
+});
+
+describe("client API keys in the snapshot", () => {
+  const withAuth = `${CONFIG}
+auth:
+  apiKeys:
+    - { name: team-a, key: "sk-client-key-of-team-a" }
+`;
+
+  test("the snapshot carries each key's name and SHA-256 digest, never the key", () => {
+    const built = buildSnapshot(parseConfig(withAuth, {}), 1);
+    assert.equal(built.clientAuth?.enabled, true);
+    assert.deepEqual(
+      built.clientAuth?.keys.map((key) => ({ name: key.name, sha256: Buffer.from(key.sha256).toString("hex") })),
+      [{ name: "team-a", sha256: createHash("sha256").update("sk-client-key-of-team-a").digest("hex") }],
+    );
+    assert.equal(JSON.stringify(RoutingSnapshot.toJSON(built)).includes("sk-client-key-of-team-a"), false);
+  });
+
+  test("no auth section: the snapshot says the gateway is open", () => {
+    assert.deepEqual(buildSnapshot(parseConfig(CONFIG, {}), 1).clientAuth, { enabled: false, keys: [] });
+  });
+
+  test("the ingress's view keeps the key digests; the worker's view has none", () => {
+    const built = buildSnapshot(parseConfig(withAuth, {}), 1);
+    assert.equal(redactForIngress(built).clientAuth?.keys.length, 1);
+    assert.equal(redactForWorker(built).clientAuth, undefined);
+    assert.deepEqual(redactForWorker(built).providers, built.providers);
   });
 });
 

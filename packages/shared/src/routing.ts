@@ -2,11 +2,12 @@
  * Routing state, free of I/O: the control plane builds snapshots from the
  * config; the ingress and workers decide per request from their last one.
  */
+import { createHash } from "node:crypto";
 import type { RunnelConfig } from "./config.js";
-import { type ModelSpec, type ProviderSpec, type RouteSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
+import { type ClientAuth, type ModelSpec, type ProviderSpec, type RouteSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
 import type { ChatRequest, Route } from "./gen/runnel/v1/stream.js";
 
-export type { ModelSpec, ProviderSpec, RouteSpec };
+export type { ClientAuth, ModelSpec, ProviderSpec, RouteSpec };
 export { RoutingSnapshot };
 
 /** Builds a versioned snapshot from a validated config. */
@@ -63,15 +64,30 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
       maxRoutes: model.failover.maxRoutes,
       failoverBudgetMs: model.failover.budget,
     })),
+    clientAuth: clientAuthFrom(config.auth),
   };
 }
 
-/** The ingress's view: credentials and provider headers removed. */
+/** The SHA-256 digest of an API key, as the snapshot carries it and the ingress compares it. */
+export function apiKeyDigest(key: string): Buffer {
+  return createHash("sha256").update(key).digest();
+}
+
+function clientAuthFrom(auth: RunnelConfig["auth"]): ClientAuth {
+  return { enabled: auth !== undefined, keys: (auth?.apiKeys ?? []).map((entry) => ({ name: entry.name, sha256: apiKeyDigest(entry.key) })) };
+}
+
+/** The ingress's view: provider credentials and headers removed (client key digests kept). */
 export function redactForIngress(snapshot: RoutingSnapshot): RoutingSnapshot {
   return {
     ...snapshot,
     providers: snapshot.providers.map((provider) => ({ ...provider, apiKey: "", headers: {} })),
   };
+}
+
+/** The worker's view: no client API keys (not even their digests); it calls providers and never authenticates clients. */
+export function redactForWorker(snapshot: RoutingSnapshot): RoutingSnapshot {
+  return { ...snapshot, clientAuth: undefined };
 }
 
 /** Indexes a snapshot for per-request lookups. */

@@ -24,6 +24,7 @@ import {
   type Logger,
   type RunnelConfig,
   redactForIngress,
+  redactForWorker,
   requestDrain,
   StreamPhase,
   StreamRecords,
@@ -118,7 +119,8 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
         call.emit("error", serviceError(status.INVALID_ARGUMENT, "role must be DATA_PLANE_ROLE_INGRESS or DATA_PLANE_ROLE_WORKER"));
         return;
       }
-      const view = (snapshot: controlPlane.RoutingSnapshot) => (role === DataPlaneRole.DATA_PLANE_ROLE_WORKER ? snapshot : redactForIngress(snapshot));
+      const view = (snapshot: controlPlane.RoutingSnapshot) =>
+        role === DataPlaneRole.DATA_PLANE_ROLE_WORKER ? redactForWorker(snapshot) : redactForIngress(snapshot);
       const send = (snapshot: controlPlane.RoutingSnapshot) => {
         if (!call.writableEnded) call.write({ snapshot: view(snapshot) });
       };

@@ -34,6 +34,23 @@ export interface ConfigReloaderOptions {
   readonly onReload?: (result: ReloadResult) => void;
 }
 
+/** The sections of runnel.yaml read once at each service's start (not part of the routing snapshot). */
+const STARTUP_SECTIONS = ["bus", "worker", "ingress"] as const;
+
+function startupSections(config: Readonly<RunnelConfig>): string {
+  const sections: unknown[] = STARTUP_SECTIONS.map((section) => config[section]);
+  return JSON.stringify([...sections, config.auth?.resumeSecret ?? null]);
+}
+
+/** Which start-up sections differ between what the services run with and a new config. */
+function changedStartupSections(running: string | undefined, next: Readonly<RunnelConfig>): string[] {
+  if (running === undefined) return [];
+  const before = JSON.parse(running) as unknown[];
+  const names = [...STARTUP_SECTIONS, "auth.resumeSecret"];
+  const after = JSON.parse(startupSections(next)) as unknown[];
+  return names.filter((_name, index) => JSON.stringify(before[index]) !== JSON.stringify(after[index]));
+}
+
 export class ConfigReloader {
   readonly #options: ConfigReloaderOptions;
   #directoryWatcher: FSWatcher | undefined;
@@ -41,11 +58,18 @@ export class ConfigReloader {
   #timer: NodeJS.Timeout | undefined;
   /** The file's text as last reloaded (or at start), to skip events that changed nothing. */
   #lastText: string | undefined;
+  /** The sections each service reads only at its start, as the running services read them. */
+  #startupSections: string | undefined;
   #closed = false;
 
   constructor(options: ConfigReloaderOptions) {
     this.#options = options;
     this.#lastText = this.#read();
+    try {
+      this.#startupSections = startupSections(options.load());
+    } catch {
+      // An invalid file at start: the control plane would not have started; nothing to compare with.
+    }
   }
 
   /** Loads the config now and, when valid, serves it. Never throws. */
@@ -57,7 +81,17 @@ export class ConfigReloader {
       const config = this.#options.load();
       const changed = snapshots.replace(config);
       result = { ok: true, changed, version: snapshots.current.version, trigger };
-      log.info({ trigger, changed, routingVersion: snapshots.current.version }, changed ? "config reloaded" : "config reloaded; nothing changed");
+      const needRestart = changedStartupSections(this.#startupSections, config);
+      log.info(
+        { trigger, changed, routingVersion: snapshots.current.version },
+        changed ? "config reloaded: providers, models and API keys are in force" : "config reloaded; providers, models and API keys unchanged",
+      );
+      if (needRestart.length > 0) {
+        log.warn(
+          { trigger, sections: needRestart },
+          `config sections ${needRestart.join(", ")} changed: each service reads them at its start, so they take effect as the services restart`,
+        );
+      }
     } catch (error) {
       const message = error instanceof ConfigError ? error.message : error instanceof Error ? error.message : String(error);
       result = { ok: false, error: message, version: snapshots.current.version, trigger };

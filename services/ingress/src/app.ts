@@ -43,8 +43,11 @@ export interface IngressDeps {
   readonly log: Logger;
   readonly instanceId: string;
   readonly options: Readonly<RunnelConfig["ingress"]>;
-  /** Absent: the gateway is open. */
-  readonly auth?: RunnelConfig["auth"];
+  /**
+   * Signs resume tokens (runnel.yaml `auth.resumeSecret`, the same on every
+   * replica). The API keys themselves come with the routing snapshot.
+   */
+  readonly resumeSecret?: string | undefined;
   /** Recorded on; absent: no metrics. */
   readonly metrics?: Metrics;
   /** Serve GET /metrics on the app's own port (default true; false when METRICS_PORT serves it). */
@@ -65,9 +68,7 @@ export interface Ingress {
 
 export function buildIngress(deps: IngressDeps): Ingress {
   const { bus, link, log, options } = deps;
-  const auth = new Auth(deps.auth);
-  if (auth.open) log.warn("NO AUTH: runnel.yaml has no auth section, so anyone who can reach this ingress can use it");
-  else if (auth.ephemeralSecret) log.warn("auth.resumeSecret is not set: resume tokens work only on the ingress replica that issued them");
+  const auth = new Auth({ resumeSecret: deps.resumeSecret });
   const telemetry = new IngressTelemetry(deps.metrics?.meter ?? noopMeter());
   const streams = new StreamService({ bus, records: new StreamRecords(bus.records), link, log, auth, options, busOptions: deps.busOptions, telemetry });
   const open = new Set<OpenStream>();
@@ -123,6 +124,7 @@ export function buildIngress(deps: IngressDeps): Ingress {
     const reasons: string[] = [];
     if (closing) reasons.push("shutting down");
     if (!table) reasons.push("no routing snapshot yet");
+    else if (!table.snapshot.clientAuth) reasons.push("no client auth in the routing snapshot");
     if (!bus.connected()) reasons.push("not connected to NATS");
     return { ready: reasons.length === 0, reasons };
   };
@@ -181,7 +183,15 @@ export function buildIngress(deps: IngressDeps): Ingress {
     start() {
       link.watchRouting(controlPlane.DataPlaneRole.DATA_PLANE_ROLE_INGRESS, deps.instanceId, (snapshot) => {
         table = new RoutingTable(snapshot);
-        log.info({ routingVersion: snapshot.version, models: table.modelNames }, "routing snapshot applied");
+        const keys = auth.apply(snapshot.clientAuth);
+        log.info({ routingVersion: snapshot.version, models: table.modelNames, apiKeys: keys.keys }, "routing snapshot applied");
+        if (!keys.changed) return;
+        if (!snapshot.clientAuth) log.error("the control plane sent no client auth (an older version?): every request is refused until it does");
+        else if (keys.open) log.warn("NO AUTH: runnel.yaml has no auth section, so anyone who can reach this ingress can use it");
+        else {
+          log.info({ apiKeys: keys.keys }, "API keys applied");
+          if (auth.ephemeralSecret) log.warn("auth.resumeSecret is not set: resume tokens work only on the ingress replica that issued them");
+        }
       });
     },
     ready: readiness,

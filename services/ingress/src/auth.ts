@@ -1,46 +1,94 @@
 /**
- * API keys and per-stream resume tokens. Keys are compared by their SHA-256
- * digests, so a lookup takes the same time whatever the key. A resume token
- * is an HMAC of the stream id: any ingress replica with the same secret can
- * check it, and it can be put in a URL (browsers' EventSource cannot send
- * headers).
+ * API keys and per-stream resume tokens.
+ *
+ * The keys come with the routing snapshot (`client_auth`: each key's name
+ * and SHA-256 digest), so adding or revoking a key in runnel.yaml reaches
+ * every ingress on the control plane's reload, like a route. A request's key
+ * is looked up by its digest, so the lookup takes the same time whatever the
+ * key. Until the first snapshot, and if a snapshot carries no client auth
+ * (a control plane too old to send it), every request is refused: the
+ * gateway fails closed, never open.
+ *
+ * A resume token is an HMAC of the stream id: any ingress replica with the
+ * same secret can check it, and it can be put in a URL (browsers'
+ * EventSource cannot send headers).
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { type RunnelConfig, RunnelError } from "@runnel/shared";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { apiKeyDigest, type ClientAuth, RunnelError } from "@runnel/shared";
+
+export interface AuthOptions {
+  /** Signs resume tokens; the same on every replica. Absent: a random one (tokens work on this replica only). */
+  readonly resumeSecret?: string | undefined;
+}
+
+/** What the last snapshot said: open, or these keys (digest in hex → name). */
+type KeyState = { readonly open: true } | { readonly open: false; readonly keys: ReadonlyMap<string, string> };
 
 export class Auth {
-  readonly #keys: Map<string, string>;
+  #state: KeyState | undefined;
   readonly #secret: Buffer;
-  /** True when the config has no auth section: every request is allowed. */
-  readonly open: boolean;
   /** True when the resume secret was generated here (tokens work only on this replica). */
   readonly ephemeralSecret: boolean;
 
-  constructor(config: RunnelConfig["auth"]) {
-    this.open = config === undefined;
-    this.#keys = new Map((config?.apiKeys ?? []).map((entry) => [digest(entry.key), entry.name]));
-    this.ephemeralSecret = config?.resumeSecret === undefined;
-    this.#secret = config?.resumeSecret ? Buffer.from(config.resumeSecret) : randomBytes(32);
+  constructor(options: AuthOptions = {}) {
+    this.ephemeralSecret = options.resumeSecret === undefined;
+    this.#secret = options.resumeSecret ? Buffer.from(options.resumeSecret) : randomBytes(32);
+  }
+
+  /**
+   * Takes the keys of a new snapshot. Returns what changed, for the log:
+   * `open` when the gateway just became open, else the number of keys.
+   */
+  apply(clientAuth: ClientAuth | undefined): { open: boolean; keys: number; changed: boolean } {
+    const before = this.#state;
+    if (!clientAuth) {
+      this.#state = { open: false, keys: new Map() };
+    } else if (!clientAuth.enabled) {
+      this.#state = { open: true };
+    } else {
+      this.#state = { open: false, keys: new Map(clientAuth.keys.map((key) => [Buffer.from(key.sha256).toString("hex"), key.name])) };
+    }
+    const after = this.#state;
+    const changed =
+      before === undefined ||
+      before.open !== after.open ||
+      (!before.open && !after.open && (before.keys.size !== after.keys.size || [...after.keys].some(([digest, name]) => before.keys.get(digest) !== name)));
+    return { open: after.open, keys: after.open ? 0 : after.keys.size, changed };
+  }
+
+  /** True when the last snapshot had no auth section: every request is allowed. */
+  get open(): boolean {
+    return this.#state?.open === true;
+  }
+
+  /** Whether keys have arrived (readiness). */
+  get known(): boolean {
+    return this.#state !== undefined;
   }
 
   /**
    * The name of the key a request carries (`Authorization: Bearer <key>` or
-   * `x-api-key: <key>`); "" when auth is off. Throws RUNNEL_ERR_UNAUTHORIZED.
+   * `x-api-key: <key>`); "" when auth is off. Throws RUNNEL_ERR_UNAUTHORIZED
+   * (RUNNEL_ERR_NOT_READY before the first snapshot).
    */
   identify(headers: Readonly<Record<string, string | string[] | undefined>>): string {
-    if (this.open) return "";
+    const state = this.#state;
+    if (!state) throw new RunnelError("RUNNEL_ERR_NOT_READY", "no API keys received from the control plane yet");
+    if (state.open) return "";
     const key = presentedKey(headers);
     if (!key) throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", "Missing API key: send Authorization: Bearer <key>");
-    const name = this.#keys.get(digest(key));
+    const name = state.keys.get(digest(key));
     if (!name) throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", "Incorrect API key provided");
     return name;
   }
 
   /** The key name if the request carries a valid key, else undefined (no throw). */
   tryIdentify(headers: Readonly<Record<string, string | string[] | undefined>>): string | undefined {
-    if (this.open) return "";
+    const state = this.#state;
+    if (!state) return undefined;
+    if (state.open) return "";
     const key = presentedKey(headers);
-    return key ? this.#keys.get(digest(key)) : undefined;
+    return key ? state.keys.get(digest(key)) : undefined;
   }
 
   resumeToken(streamId: string): string {
@@ -63,5 +111,5 @@ function presentedKey(headers: Readonly<Record<string, string | string[] | undef
 }
 
 function digest(key: string): string {
-  return createHash("sha256").update(key).digest("hex");
+  return Buffer.from(apiKeyDigest(key)).toString("hex");
 }

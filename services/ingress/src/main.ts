@@ -37,7 +37,7 @@ try {
     log: logger,
     instanceId,
     options: config.ingress,
-    ...(config.auth ? { auth: config.auth } : {}),
+    resumeSecret: config.auth?.resumeSecret,
     metrics,
     metricsOnAppPort: settings.METRICS_PORT === undefined,
   });

@@ -247,7 +247,7 @@ export interface WatchRoutingRequest {
 }
 
 export interface WatchRoutingResponse {
-  snapshot: RoutingSnapshot | undefined;
+  snapshot?: RoutingSnapshot | undefined;
 }
 
 /** The whole routing state at one version. */
@@ -256,6 +256,24 @@ export interface RoutingSnapshot {
   createdAtMs: number;
   providers: ProviderSpec[];
   models: ModelSpec[];
+  /** Who may call the public API (the ingress's view only; workers get none). */
+  clientAuth?: ClientAuth | undefined;
+}
+
+/**
+ * The client API keys of runnel.yaml's `auth` section, as the ingress needs
+ * them: a name and the SHA-256 digest of each key, never the key itself.
+ * Reloaded like routes, so keys rotate without a restart.
+ */
+export interface ClientAuth {
+  /** False: no auth section, the gateway is open. */
+  enabled: boolean;
+  keys: ClientKey[];
+}
+
+export interface ClientKey {
+  name: string;
+  sha256: Buffer;
 }
 
 export interface ProviderSpec {
@@ -266,11 +284,11 @@ export interface ProviderSpec {
   /** Sent to workers only. */
   apiKey: string;
   headers: { [key: string]: string };
-  timeouts: ProviderTimeouts | undefined;
+  timeouts?: ProviderTimeouts | undefined;
   maxConnections: number;
   /** Health as the control plane last computed it. */
   healthy: boolean;
-  retries:
+  retries?:
     | ProviderRetries
     | undefined;
   /** A chunk that fails validation fails the stream (true) or is skipped and counted (false). */
@@ -283,7 +301,7 @@ export interface ProviderSpec {
   /** Budgets across all workers; 0 means none. */
   requestsPerMinute: number;
   tokensPerMinute: number;
-  circuit: CircuitSpec | undefined;
+  circuit?: CircuitSpec | undefined;
 }
 
 export interface ProviderSpec_HeadersEntry {
@@ -347,7 +365,7 @@ export interface RouteSpec {
    * Per-model timeouts; a zero field keeps the provider's. connect_ms is
    * always the provider's (its connections are pooled per provider).
    */
-  timeouts:
+  timeouts?:
     | ProviderTimeouts
     | undefined;
   /** The route takes an assistant prefill and continues it (for the `continue` policy). */
@@ -360,7 +378,7 @@ export interface RouteSpec {
 }
 
 export interface RegisterRequest {
-  message: { $case: "hello"; value: WorkerHello } | { $case: "heartbeat"; value: WorkerHeartbeat } | undefined;
+  message?: { $case: "hello"; value: WorkerHello } | { $case: "heartbeat"; value: WorkerHeartbeat } | undefined;
 }
 
 export interface WorkerHello {
@@ -384,7 +402,7 @@ export interface WorkerHeartbeat_InFlightByProviderEntry {
 }
 
 export interface RegisterResponse {
-  registered: Registered | undefined;
+  registered?: Registered | undefined;
 }
 
 export interface Registered {
@@ -399,7 +417,7 @@ export interface CancelStreamRequest {
 
 export interface CancelStreamResponse {
   /** The stream's state after the call. */
-  state:
+  state?:
     | StreamState
     | undefined;
   /** False when the stream had already ended or was already cancelled. */
@@ -441,7 +459,7 @@ export interface GetStreamRequest {
 }
 
 export interface GetStreamResponse {
-  stream: StreamState | undefined;
+  stream?: StreamState | undefined;
 }
 
 export interface GetProviderStatusRequest {
@@ -695,7 +713,7 @@ export const WatchRoutingResponse: MessageFns<WatchRoutingResponse> = {
 };
 
 function createBaseRoutingSnapshot(): RoutingSnapshot {
-  return { version: 0, createdAtMs: 0, providers: [], models: [] };
+  return { version: 0, createdAtMs: 0, providers: [], models: [], clientAuth: undefined };
 }
 
 export const RoutingSnapshot: MessageFns<RoutingSnapshot> = {
@@ -711,6 +729,9 @@ export const RoutingSnapshot: MessageFns<RoutingSnapshot> = {
     }
     for (const v of message.models) {
       ModelSpec.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.clientAuth !== undefined) {
+      ClientAuth.encode(message.clientAuth, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -760,6 +781,14 @@ export const RoutingSnapshot: MessageFns<RoutingSnapshot> = {
             message.models.push(ModelSpec.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.clientAuth = ClientAuth.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -784,6 +813,11 @@ export const RoutingSnapshot: MessageFns<RoutingSnapshot> = {
         ? object.providers.map((e: any) => ProviderSpec.fromJSON(e))
         : [],
       models: globalThis.Array.isArray(object?.models) ? object.models.map((e: any) => ModelSpec.fromJSON(e)) : [],
+      clientAuth: isSet(object.clientAuth)
+        ? ClientAuth.fromJSON(object.clientAuth)
+        : isSet(object.client_auth)
+        ? ClientAuth.fromJSON(object.client_auth)
+        : undefined,
     };
   },
 
@@ -801,6 +835,9 @@ export const RoutingSnapshot: MessageFns<RoutingSnapshot> = {
     if (message.models?.length) {
       obj.models = message.models.map((e) => ModelSpec.toJSON(e));
     }
+    if (message.clientAuth !== undefined) {
+      obj.clientAuth = ClientAuth.toJSON(message.clientAuth);
+    }
     return obj;
   },
 
@@ -813,6 +850,179 @@ export const RoutingSnapshot: MessageFns<RoutingSnapshot> = {
     message.createdAtMs = object.createdAtMs ?? 0;
     message.providers = object.providers?.map((e) => ProviderSpec.fromPartial(e)) || [];
     message.models = object.models?.map((e) => ModelSpec.fromPartial(e)) || [];
+    message.clientAuth = (object.clientAuth !== undefined && object.clientAuth !== null)
+      ? ClientAuth.fromPartial(object.clientAuth)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClientAuth(): ClientAuth {
+  return { enabled: false, keys: [] };
+}
+
+export const ClientAuth: MessageFns<ClientAuth> = {
+  encode(message: ClientAuth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.enabled !== false) {
+      writer.uint32(8).bool(message.enabled);
+    }
+    for (const v of message.keys) {
+      ClientKey.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientAuth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientAuth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.enabled = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keys.push(ClientKey.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ClientAuth {
+    return {
+      enabled: isSet(object.enabled) ? globalThis.Boolean(object.enabled) : false,
+      keys: globalThis.Array.isArray(object?.keys) ? object.keys.map((e: any) => ClientKey.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ClientAuth): unknown {
+    const obj: any = {};
+    if (message.enabled !== false) {
+      obj.enabled = message.enabled;
+    }
+    if (message.keys?.length) {
+      obj.keys = message.keys.map((e) => ClientKey.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ClientAuth>): ClientAuth {
+    return ClientAuth.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ClientAuth>): ClientAuth {
+    const message = createBaseClientAuth();
+    message.enabled = object.enabled ?? false;
+    message.keys = object.keys?.map((e) => ClientKey.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseClientKey(): ClientKey {
+  return { name: "", sha256: Buffer.alloc(0) };
+}
+
+export const ClientKey: MessageFns<ClientKey> = {
+  encode(message: ClientKey, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.sha256.length !== 0) {
+      writer.uint32(18).bytes(message.sha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientKey {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientKey();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sha256 = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ClientKey {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      sha256: isSet(object.sha256) ? Buffer.from(bytesFromBase64(object.sha256)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: ClientKey): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.sha256.length !== 0) {
+      obj.sha256 = base64FromBytes(message.sha256);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ClientKey>): ClientKey {
+    return ClientKey.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ClientKey>): ClientKey {
+    const message = createBaseClientKey();
+    message.name = object.name ?? "";
+    message.sha256 = object.sha256 ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -4719,6 +4929,14 @@ export const StreamAdminServiceClient = makeGenericClientConstructor(
   service: typeof StreamAdminServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
