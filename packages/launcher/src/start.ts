@@ -69,10 +69,20 @@ export async function start(options: StartOptions): Promise<void> {
   // Installed before anything starts, so a signal during start-up stops what is already running.
   process.on("SIGINT", () => void shutdown(0));
   process.on("SIGTERM", () => void shutdown(0));
+  // SIGHUP reloads, unless it is the terminal hanging up: then the parent
+  // (npm, or the shell) dies of it too, and the stack stops with the terminal.
+  const parent = process.ppid;
   process.on("SIGHUP", () => {
-    if (stopping || !stack) return;
-    process.stdout.write(`reloading ${config ?? "the built-in config"} (SIGHUP to the control plane)\n`);
-    for (const replica of stack.replicas("control-plane")) replica.process.kill("SIGHUP");
+    setTimeout(() => {
+      if (stopping) return;
+      if (process.ppid !== parent) {
+        void shutdown(0);
+        return;
+      }
+      if (!stack) return;
+      process.stdout.write(`reloading ${config ?? "the built-in config"} (SIGHUP to the control plane)\n`);
+      for (const replica of stack.replicas("control-plane")) replica.process.kill("SIGHUP");
+    }, 200);
   });
   // Last resort if this process dies some other way: no child may outlive it.
   process.on("exit", () => {
