@@ -107,7 +107,12 @@ const route = z
     provider: name,
     model: z.string().min(1),
     weight: z.number().int().positive().default(1),
-    priority: z.number().int().nonnegative().default(0),
+    /**
+     * Lower is tried first; routes of the same priority share the load. Absent:
+     * after every route listed above it (see effectivePriorities), so a list
+     * without priorities is a failover order.
+     */
+    priority: z.number().int().nonnegative().max(1_000_000).optional(),
     /** Timeouts for this model on this provider; an unset one keeps the provider's (connect is the provider's alone). */
     timeouts: z.object({ firstToken: duration.optional(), idle: duration.optional(), total: duration.optional() }).strict().optional(),
     /** The route continues a trailing assistant message (needed by the `continue` policy). */

@@ -341,7 +341,11 @@ export interface RouteSpec {
   provider: string;
   model: string;
   weight: number;
-  /** Lower is tried first. */
+  /**
+   * Lower is tried first; equal priorities share the load by the model's
+   * strategy. The effective priority: a route without one in runnel.yaml
+   * comes after every route listed above it.
+   */
   priority: number;
   /**
    * Per-model timeouts; a zero field keeps the provider's. connect_ms is
