@@ -64,7 +64,7 @@ describe("parseConfig defaults", () => {
         routes: [{ provider: "openai", model: "gpt-4o-mini", weight: 1, acceptsPrefill: false }],
         strategy: "weighted",
         afterFirstToken: "error",
-        failover: { maxRoutes: 3, budget: 30_000, onContentPolicy: false },
+        failover: { maxRoutes: 3, budget: 30_000, onContentPolicy: false, sameRouteRetries: "last-resort" },
       },
     ]);
   });
@@ -82,7 +82,7 @@ models:
     strategy: affinity
     afterFirstToken: continue
     hedgeAfter: 250ms
-    failover: { maxRoutes: 2, budget: 5s, onContentPolicy: true }
+    failover: { maxRoutes: 2, budget: 5s, onContentPolicy: true, sameRouteRetries: always }
     routes:
       - { provider: a, model: x, acceptsPrefill: true, contextWindow: 8192 }
       - { provider: a, model: y, priority: 3 }
@@ -95,12 +95,16 @@ models:
     assert.equal(model?.strategy, "affinity");
     assert.equal(model?.afterFirstToken, "continue");
     assert.equal(model?.hedgeAfter, 250);
-    assert.deepEqual(model?.failover, { maxRoutes: 2, budget: 5_000, onContentPolicy: true });
+    assert.deepEqual(model?.failover, { maxRoutes: 2, budget: 5_000, onContentPolicy: true, sameRouteRetries: "always" });
     assert.deepEqual(model?.routes, [
       { provider: "a", model: "x", weight: 1, acceptsPrefill: true, contextWindow: 8192 },
       { provider: "a", model: "y", weight: 1, priority: 3, acceptsPrefill: false },
     ]);
     assertConfigError(() => parseConfig(`${MINIMAL.replace("- name: gpt", "- name: gpt\n    strategy: fastest")}`, {}), "strategy");
+    assertConfigError(
+      () => parseConfig(`${MINIMAL.replace("- name: gpt", "- name: gpt\n    failover: { sameRouteRetries: never }")}`, {}),
+      "models[0].failover.sameRouteRetries",
+    );
     assertConfigError(() => parseConfig(MINIMAL.replace("model: gpt-4o-mini", "model: gpt-4o-mini\n        priority: -1"), {}), "models[0].routes[0].priority");
   });
 

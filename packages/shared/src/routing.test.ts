@@ -104,6 +104,7 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
         failoverOnContentPolicy: false,
         maxRoutes: 3,
         failoverBudgetMs: 30_000,
+        sameRouteRetries: "last-resort",
       },
     ],
   };
@@ -139,6 +140,7 @@ describe("buildSnapshot", () => {
       failoverOnContentPolicy: false,
       maxRoutes: 3,
       failoverBudgetMs: 30_000,
+      sameRouteRetries: "last-resort",
     };
     assert.deepEqual(built.models, [
       {
@@ -152,6 +154,13 @@ describe("buildSnapshot", () => {
       },
       { name: "solo", routes: [{ provider: "mock", model: "mock", weight: 1, priority: 0, ...route }], ...defaults },
     ]);
+  });
+
+  test("failover.sameRouteRetries reaches the snapshot", () => {
+    const config = parseConfig(CONFIG.replace("  - name: solo\n", "  - name: solo\n    failover: { sameRouteRetries: always }\n"), {});
+    const built = buildSnapshot(config, 1);
+    assert.equal(built.models.find((model) => model.name === "solo")?.sameRouteRetries, "always");
+    assert.equal(built.models.find((model) => model.name === "gpt")?.sameRouteRetries, "last-resort");
   });
 
   test("a provider without apiKey gets an empty key, default timeouts and every provider starts healthy", () => {

@@ -64,6 +64,7 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
         failoverOnContentPolicy: model.failover.onContentPolicy,
         maxRoutes: model.failover.maxRoutes,
         failoverBudgetMs: model.failover.budget,
+        sameRouteRetries: model.failover.sameRouteRetries,
       };
     }),
   };
