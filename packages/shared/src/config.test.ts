@@ -44,7 +44,7 @@ models:
 }
 
 describe("parseConfig defaults", () => {
-  test("a minimal valid config gets default provider timeouts, headers, pool size and route weight/priority", () => {
+  test("a minimal valid config gets default provider timeouts, headers, pool size, route weight and failover settings; a route's priority stays unset", () => {
     const config = parseConfig(MINIMAL, {});
     assert.equal(config.providers.length, 1);
     const provider = config.providers[0];
@@ -61,10 +61,10 @@ describe("parseConfig defaults", () => {
     assert.deepEqual(config.models, [
       {
         name: "gpt",
-        routes: [{ provider: "openai", model: "gpt-4o-mini", weight: 1, priority: 0, acceptsPrefill: false }],
+        routes: [{ provider: "openai", model: "gpt-4o-mini", weight: 1, acceptsPrefill: false }],
         strategy: "weighted",
         afterFirstToken: "error",
-        failover: { maxRoutes: 3, budget: 30_000, onContentPolicy: false },
+        failover: { maxRoutes: 3, budget: 30_000, onContentPolicy: false, sameRouteRetries: "last-resort" },
       },
     ]);
   });
@@ -82,9 +82,10 @@ models:
     strategy: affinity
     afterFirstToken: continue
     hedgeAfter: 250ms
-    failover: { maxRoutes: 2, budget: 5s, onContentPolicy: true }
+    failover: { maxRoutes: 2, budget: 5s, onContentPolicy: true, sameRouteRetries: always }
     routes:
       - { provider: a, model: x, acceptsPrefill: true, contextWindow: 8192 }
+      - { provider: a, model: y, priority: 3 }
 `,
       {},
     );
@@ -94,9 +95,17 @@ models:
     assert.equal(model?.strategy, "affinity");
     assert.equal(model?.afterFirstToken, "continue");
     assert.equal(model?.hedgeAfter, 250);
-    assert.deepEqual(model?.failover, { maxRoutes: 2, budget: 5_000, onContentPolicy: true });
-    assert.deepEqual(model?.routes[0], { provider: "a", model: "x", weight: 1, priority: 0, acceptsPrefill: true, contextWindow: 8192 });
+    assert.deepEqual(model?.failover, { maxRoutes: 2, budget: 5_000, onContentPolicy: true, sameRouteRetries: "always" });
+    assert.deepEqual(model?.routes, [
+      { provider: "a", model: "x", weight: 1, acceptsPrefill: true, contextWindow: 8192 },
+      { provider: "a", model: "y", weight: 1, priority: 3, acceptsPrefill: false },
+    ]);
     assertConfigError(() => parseConfig(`${MINIMAL.replace("- name: gpt", "- name: gpt\n    strategy: fastest")}`, {}), "strategy");
+    assertConfigError(
+      () => parseConfig(`${MINIMAL.replace("- name: gpt", "- name: gpt\n    failover: { sameRouteRetries: never }")}`, {}),
+      "models[0].failover.sameRouteRetries",
+    );
+    assertConfigError(() => parseConfig(MINIMAL.replace("model: gpt-4o-mini", "model: gpt-4o-mini\n        priority: -1"), {}), "models[0].routes[0].priority");
   });
 
   test("the bus, worker and ingress sections default when absent", () => {
@@ -340,7 +349,7 @@ describe("loadConfig", () => {
       config.models.map((m) => m.name),
       ["mock"],
     );
-    assert.deepEqual(config.models[0]?.routes, [{ provider: "mock", model: "mock", weight: 1, priority: 0, acceptsPrefill: false }]);
+    assert.deepEqual(config.models[0]?.routes, [{ provider: "mock", model: "mock", weight: 1, acceptsPrefill: false }]);
     assert.equal(config.providers.length, 1);
     assert.equal(config.providers[0]?.name, "mock");
     assert.equal(config.providers[0]?.type, "mock");

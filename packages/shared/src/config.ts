@@ -107,7 +107,12 @@ const route = z
     provider: name,
     model: z.string().min(1),
     weight: z.number().int().positive().default(1),
-    priority: z.number().int().nonnegative().default(0),
+    /**
+     * Lower is tried first; routes of the same priority share the load. Absent:
+     * after every route listed above it (see effectivePriorities), so a list
+     * without priorities is a failover order.
+     */
+    priority: z.number().int().nonnegative().max(1_000_000).optional(),
     /** Timeouts for this model on this provider; an unset one keeps the provider's (connect is the provider's alone). */
     timeouts: z.object({ firstToken: duration.optional(), idle: duration.optional(), total: duration.optional() }).strict().optional(),
     /** The route continues a trailing assistant message (needed by the `continue` policy). */
@@ -131,13 +136,24 @@ const model = z
       .object({
         /** Routes one request may try, the first included. */
         maxRoutes: z.number().int().positive().max(16).default(3),
-        /** No route is started later than this after the request arrived. */
+        /**
+         * How long the wait for a first token may last before no further route
+         * is started: from the request's start, or from the failure after the
+         * first token that started a failover. Not a bound on a generation's length.
+         */
         budget: duration.default(30_000),
         /** A content-policy rejection fails over to the next route instead of being returned. */
         onContentPolicy: z.boolean().default(false),
+        /**
+         * Retries on the same route before the first token (the provider's
+         * `retries`): "last-resort" only when no other route of the model can
+         * take the request then; "always" first, whatever else could serve (a
+         * provider-side prompt cache worth the wait).
+         */
+        sameRouteRetries: z.enum(["last-resort", "always"]).default("last-resort"),
       })
       .strict()
-      .default({ maxRoutes: 3, budget: 30_000, onContentPolicy: false }),
+      .default({ maxRoutes: 3, budget: 30_000, onContentPolicy: false, sameRouteRetries: "last-resort" }),
   })
   .strict();
 

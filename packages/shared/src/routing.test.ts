@@ -1,10 +1,20 @@
-import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, test } from "node:test";
 import { parseConfig } from "./config.js";
 import type { ChatRequest } from "./gen/runnel/v1/stream.js";
 import { DEFAULT_HEALTH_SETTINGS, HealthBook, OutcomeKind } from "./health.js";
-import { affinityKeyFor, buildSnapshot, type HealthView, orderGroup, RoutingSnapshot, RoutingTable, redactForIngress, redactForWorker } from "./routing.js";
+import {
+  affinityKeyFor,
+  buildSnapshot,
+  effectivePriorities,
+  type HealthView,
+  orderGroup,
+  RoutingSnapshot,
+  RoutingTable,
+  redactForIngress,
+  redactForWorker,
+} from "./routing.js";
 
 const CONFIG = `
 providers:
@@ -24,8 +34,8 @@ providers:
 models:
   - name: gpt
     routes:
-      - { provider: openai, model: gpt-4o-mini, weight: 3 }
-      - { provider: vllm, model: llama, weight: 1 }
+      - { provider: openai, model: gpt-4o-mini, weight: 3, priority: 0 }
+      - { provider: vllm, model: llama, weight: 1, priority: 0 }
       - { provider: mock, model: mock, priority: 1 }
   - name: solo
     routes:
@@ -42,6 +52,14 @@ function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** The providers of a plan, in order. */
+const names = (routes: readonly { provider: string }[]) => routes.map((route) => route.provider);
+
+/** A health view from fixed numbers per provider. */
+function fakeHealth(inFlight: Record<string, number>, ttft: Record<string, number | undefined> = {}): HealthView {
+  return { inFlight: (route) => inFlight[route.provider] ?? 0, ttft: (route) => ttft[route.provider] };
 }
 
 function snapshot(): RoutingSnapshot {
@@ -88,6 +106,7 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
         failoverOnContentPolicy: false,
         maxRoutes: 3,
         failoverBudgetMs: 30_000,
+        sameRouteRetries: "last-resort",
       },
     ],
   };
@@ -123,6 +142,7 @@ describe("buildSnapshot", () => {
       failoverOnContentPolicy: false,
       maxRoutes: 3,
       failoverBudgetMs: 30_000,
+      sameRouteRetries: "last-resort",
     };
     assert.deepEqual(built.models, [
       {
@@ -136,6 +156,13 @@ describe("buildSnapshot", () => {
       },
       { name: "solo", routes: [{ provider: "mock", model: "mock", weight: 1, priority: 0, ...route }], ...defaults },
     ]);
+  });
+
+  test("failover.sameRouteRetries reaches the snapshot", () => {
+    const config = parseConfig(CONFIG.replace("  - name: solo\n", "  - name: solo\n    failover: { sameRouteRetries: always }\n"), {});
+    const built = buildSnapshot(config, 1);
+    assert.equal(built.models.find((model) => model.name === "solo")?.sameRouteRetries, "always");
+    assert.equal(built.models.find((model) => model.name === "gpt")?.sameRouteRetries, "last-resort");
   });
 
   test("a provider without apiKey gets an empty key, default timeouts and every provider starts healthy", () => {
@@ -217,6 +244,78 @@ describe("redactForIngress", () => {
     redactForIngress(original);
     assert.equal(original.providers[0]?.apiKey, "sk-secret");
     assert.deepEqual(original.providers[0]?.headers, { "OpenAI-Organization": "org-1" });
+  });
+});
+
+describe("route priorities: list order is the failover order", () => {
+  const PROVIDERS = ["a", "b", "c", "d"].map((name) => `  - { name: ${name}, type: openai, baseUrl: "http://${name}/v1" }`).join("\n");
+  /** A model `m` with the routes given as YAML flow maps, one a line. */
+  const tableOf = (strategy: string, ...routes: string[]) =>
+    new RoutingTable(
+      buildSnapshot(
+        parseConfig(
+          `providers:\n${PROVIDERS}\nmodels:\n  - name: m\n    strategy: ${strategy}\n    routes:\n${routes.map((r) => `      - ${r}`).join("\n")}\n`,
+          {},
+        ),
+        1,
+      ),
+    );
+
+  test("[primary, backup] without priority: the primary leads every plan, whatever the strategy, health, key and draw", () => {
+    // Health that favours the backup: idle and fast, the primary busy and slow.
+    const health = fakeHealth({ a: 9, b: 0 }, { a: 900, b: 1 });
+    for (const strategy of ["weighted", "least-inflight", "latency", "affinity"]) {
+      const table = tableOf(strategy, "{ provider: a, model: a-up }", "{ provider: b, model: b-up, weight: 100 }");
+      assert.deepEqual(
+        table.model("m")?.routes.map((route) => route.priority),
+        [0, 1],
+      );
+      const random = seededRandom(23);
+      for (let draw = 0; draw < 500; draw++) {
+        assert.deepEqual(names(table.planRoutes("m", health, `session:${draw}`, random)), ["a", "b"], strategy);
+      }
+    }
+  });
+
+  test("a route without priority comes after every route listed above it; an explicit priority stays as it is", () => {
+    const cases: Array<{ routes: Array<number | undefined>; effective: number[] }> = [
+      { routes: [undefined, undefined, undefined], effective: [0, 1, 2] },
+      // Two that share the load, then a backup.
+      { routes: [0, 0, undefined], effective: [0, 0, 1] },
+      // A primary, then two backups that share the load.
+      { routes: [undefined, 1, 1], effective: [0, 1, 1] },
+      // Spaced priorities: an unmarked route still comes last, never first.
+      { routes: [10, 10, undefined], effective: [10, 10, 11] },
+      { routes: [5, 1, undefined], effective: [5, 1, 6] },
+      // An explicit priority joins the group of that number, an unmarked route's included.
+      { routes: [undefined, 0], effective: [0, 0] },
+      { routes: [], effective: [] },
+    ];
+    for (const { routes, effective } of cases) {
+      assert.deepEqual(effectivePriorities(routes.map((priority) => (priority === undefined ? {} : { priority }))), effective, JSON.stringify(routes));
+    }
+  });
+
+  test("buildSnapshot carries the effective priorities: a mixed list plans as documented", () => {
+    const table = tableOf(
+      "weighted",
+      "{ provider: a, model: a-up, priority: 0 }",
+      "{ provider: b, model: b-up, priority: 0 }",
+      "{ provider: c, model: c-up }",
+      "{ provider: d, model: d-up }",
+    );
+    assert.deepEqual(
+      table.model("m")?.routes.map((route) => route.priority),
+      [0, 0, 1, 2],
+    );
+    const random = seededRandom(31);
+    const leaders = new Set<string>();
+    for (let draw = 0; draw < 200; draw++) {
+      const plan = names(table.planRoutes("m", undefined, "", random));
+      assert.deepEqual(plan.slice(2), ["c", "d"], "the unmarked routes follow, in list order");
+      leaders.add(plan[0] ?? "");
+    }
+    assert.deepEqual([...leaders].sort(), ["a", "b"], "a and b, given the same priority, share the load");
   });
 });
 
@@ -330,15 +429,9 @@ models:
 describe("orderGroup and RoutingTable.planRoutes", () => {
   type Candidate = { provider: string; model: string; weight: number };
   const candidate = (provider: string, weight = 1): Candidate => ({ provider, model: `${provider}-up`, weight });
-  const names = (routes: readonly { provider: string }[]) => routes.map((route) => route.provider);
   const never = () => {
     throw new Error("random must not be drawn");
   };
-
-  /** A health view from fixed numbers per provider. */
-  function fakeHealth(inFlight: Record<string, number>, ttft: Record<string, number | undefined> = {}): HealthView {
-    return { inFlight: (route) => inFlight[route.provider] ?? 0, ttft: (route) => ttft[route.provider] };
-  }
 
   /** How often each provider comes first over `draws` orderings. */
   function firstShares(draws: number, order: (draw: number) => readonly { provider: string }[]): Map<string, number> {

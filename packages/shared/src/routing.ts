@@ -41,29 +41,33 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
       tokensPerMinute: provider.limits.tokensPerMinute ?? 0,
       circuit: { failureThreshold: provider.circuit.failureThreshold, probeIntervalMs: provider.circuit.probeInterval },
     })),
-    models: config.models.map((model) => ({
-      name: model.name,
-      routes: model.routes.map((route) => ({
-        provider: route.provider,
-        model: route.model,
-        weight: route.weight,
-        priority: route.priority,
-        timeouts: {
-          connectMs: 0,
-          firstTokenMs: route.timeouts?.firstToken ?? 0,
-          idleMs: route.timeouts?.idle ?? 0,
-          totalMs: route.timeouts?.total ?? 0,
-        },
-        acceptsPrefill: route.acceptsPrefill,
-        contextWindow: route.contextWindow ?? 0,
-      })),
-      strategy: model.strategy,
-      afterFirstToken: model.afterFirstToken,
-      hedgeAfterMs: model.hedgeAfter ?? 0,
-      failoverOnContentPolicy: model.failover.onContentPolicy,
-      maxRoutes: model.failover.maxRoutes,
-      failoverBudgetMs: model.failover.budget,
-    })),
+    models: config.models.map((model) => {
+      const priorities = effectivePriorities(model.routes);
+      return {
+        name: model.name,
+        routes: model.routes.map((route, index) => ({
+          provider: route.provider,
+          model: route.model,
+          weight: route.weight,
+          priority: priorities[index] ?? 0,
+          timeouts: {
+            connectMs: 0,
+            firstTokenMs: route.timeouts?.firstToken ?? 0,
+            idleMs: route.timeouts?.idle ?? 0,
+            totalMs: route.timeouts?.total ?? 0,
+          },
+          acceptsPrefill: route.acceptsPrefill,
+          contextWindow: route.contextWindow ?? 0,
+        })),
+        strategy: model.strategy,
+        afterFirstToken: model.afterFirstToken,
+        hedgeAfterMs: model.hedgeAfter ?? 0,
+        failoverOnContentPolicy: model.failover.onContentPolicy,
+        maxRoutes: model.failover.maxRoutes,
+        failoverBudgetMs: model.failover.budget,
+        sameRouteRetries: model.failover.sameRouteRetries,
+      };
+    }),
     clientAuth: clientAuthFrom(config.auth),
   };
 }
@@ -75,6 +79,23 @@ export function apiKeyDigest(key: string): Buffer {
 
 function clientAuthFrom(auth: RunnelConfig["auth"]): ClientAuth {
   return { enabled: auth !== undefined, keys: (auth?.apiKeys ?? []).map((entry) => ({ name: entry.name, sha256: apiKeyDigest(entry.key) })) };
+}
+
+/**
+ * The priority each route of a model is tried at, in list order. A route
+ * with a `priority` keeps it; one without comes after every route listed
+ * above it (one more than the highest priority above it, 0 for the first).
+ * So a list without priorities is a failover order (0, 1, 2, …), and routes
+ * share the load only where their priorities are equal: in practice, where
+ * they are given the same `priority`. Pure.
+ */
+export function effectivePriorities(routes: ReadonlyArray<{ readonly priority?: number | undefined }>): number[] {
+  let highest = -1;
+  return routes.map((route) => {
+    const priority = route.priority ?? highest + 1;
+    highest = Math.max(highest, priority);
+    return priority;
+  });
 }
 
 /** The ingress's view: provider credentials and headers removed (client key digests kept). */

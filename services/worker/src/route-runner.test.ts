@@ -22,6 +22,7 @@ import {
   type Usage,
 } from "@runnel/shared";
 import { ProviderError } from "./providers/http.js";
+import { type RetryPolicy, withRetries } from "./providers/retry.js";
 import type { ProviderAdapter, StreamCall } from "./providers/types.js";
 import { type OutcomeReport, type ResumePoint, RouteRunner, type RunResult } from "./route-runner.js";
 import type { AttemptInfo, StreamObserver } from "./stream-observer.js";
@@ -77,7 +78,9 @@ interface Behaviour {
   /** Wait this long (after `started`) before the first token, honouring the call's signal. */
   readonly firstTokenDelayMs?: number;
   /** Fail after `after` tokens (default 0: before the first). With a status and no token, it fails as an HTTP answer, before `started`. */
-  readonly fail?: { readonly code: ErrorCode; readonly after?: number; readonly status?: number; readonly retryAfterMs?: number };
+  readonly fail?: { readonly code: ErrorCode; readonly after?: number; readonly status?: number; readonly retryAfterMs?: number; readonly retry?: boolean };
+  /** Wait this long between two tokens (a long generation), honouring the call's signal. */
+  readonly tokenIntervalMs?: number;
   /** After the tokens, stall until the signal is aborted. */
   readonly hang?: boolean;
   readonly usage?: Usage;
@@ -92,6 +95,8 @@ class FakeProviders implements ProviderAdapter {
   readonly running: Promise<void>[] = [];
   /** Things a script wants to note during a call. */
   readonly notes: string[] = [];
+  /** At each failure before a first token, what the call's canFailOver said (undefined: the call had none). */
+  readonly couldFailOver: Array<[provider: string, answer: boolean | undefined]> = [];
 
   constructor(readonly scripts: Record<string, Script>) {}
 
@@ -112,13 +117,19 @@ class FakeProviders implements ProviderAdapter {
     if (!script) throw new Error(`no script for ${call.provider.name}`);
     const behaviour = typeof script === "function" ? script(call, index) : script;
     const { fail } = behaviour;
-    const failure = () =>
-      fail &&
-      new ProviderError(fail.code, failureMessage(fail.code, call.provider.name), {
-        retry: false,
-        ...(fail.retryAfterMs === undefined ? {} : { retryAfterMs: fail.retryAfterMs }),
-        ...(fail.status === undefined ? {} : { status: fail.status }),
-      });
+    let sentAny = false;
+    const failure = () => {
+      // What a retry layer around this adapter would ask at this moment.
+      if (!sentAny) this.couldFailOver.push([call.provider.name, call.canFailOver?.()]);
+      return (
+        fail &&
+        new ProviderError(fail.code, failureMessage(fail.code, call.provider.name), {
+          retry: fail.retry ?? false,
+          ...(fail.retryAfterMs === undefined ? {} : { retryAfterMs: fail.retryAfterMs }),
+          ...(fail.status === undefined ? {} : { status: fail.status }),
+        })
+      );
+    };
     call.signal.throwIfAborted();
     if (fail && fail.status !== undefined && (fail.after ?? 0) === 0) throw failure();
     call.emit({ $case: "started", value: { provider: call.provider.name, model: call.model, attempt: 1 } });
@@ -128,8 +139,10 @@ class FakeProviders implements ProviderAdapter {
     for (let sent = 0; sent < tokens.length; sent++) {
       if (fail && (fail.after ?? 0) === sent) throw failure();
       call.emit({ $case: "textDelta", value: { text: tokens[sent] ?? "" } });
+      sentAny = true;
       // One macrotask between tokens, as a network read would be: the runner sees tokens arrive over time.
-      await new Promise((resolve) => setImmediate(resolve));
+      if (behaviour.tokenIntervalMs) await sleep(behaviour.tokenIntervalMs, undefined, { signal: call.signal });
+      else await new Promise((resolve) => setImmediate(resolve));
       call.signal.throwIfAborted();
     }
     if (fail) throw failure();
@@ -204,7 +217,11 @@ interface Outcome {
 }
 
 /** One worker's view: a routing table from a config, a health book on a fake clock, fake providers and recorders. */
-function harness(scripts: Record<string, Script>, model: Record<string, unknown> = {}, options: { providers?: readonly object[]; random?: () => number } = {}) {
+function harness(
+  scripts: Record<string, Script>,
+  model: Record<string, unknown> = {},
+  options: { providers?: readonly object[]; random?: () => number; wrap?: (adapter: ProviderAdapter) => ProviderAdapter } = {},
+) {
   const yaml = JSON.stringify({ providers: options.providers ?? PROVIDERS, models: [{ name: "chat", routes: ROUTES, ...model }] });
   const table = new RoutingTable(buildSnapshot(parseConfig(yaml, {}), 1));
   const clock = { at: T0 };
@@ -213,6 +230,7 @@ function harness(scripts: Record<string, Script>, model: Record<string, unknown>
     () => clock.at,
   );
   const providers = new FakeProviders(scripts);
+  const adapter = options.wrap ? options.wrap(providers) : providers;
   const observer = new RecordingObserver();
   const reports: OutcomeReport[] = [];
   const inFlight = new Map<string, number>();
@@ -258,7 +276,7 @@ function harness(scripts: Record<string, Script>, model: Record<string, unknown>
         health,
         adapterFor: (type) => {
           adapterTypes.push(type);
-          return providers;
+          return adapter;
         },
         report,
         observer,
@@ -489,6 +507,132 @@ describe("RouteRunner", BOUNDED, () => {
       assert.equal(outcome.error?.code, "RUNNEL_ERR_PROVIDER_TIMEOUT");
       assert.match(outcome.error?.message ?? "", /failover budget of 20 ms/);
       assert.equal(h.providers.callsTo("backup").length, 0);
+    });
+  });
+
+  describe("retries on the same route (failover.sameRouteRetries)", () => {
+    const UNAVAILABLE = { fail: { code: "RUNNEL_ERR_PROVIDER_UNAVAILABLE" as const, status: 503 } };
+    /** The adapters as the worker builds them: each call goes through the route's retries (services/worker/src/providers/index.ts). */
+    const withRouteRetries = (policy: Partial<RetryPolicy> = {}) => ({
+      wrap: (adapter: ProviderAdapter) =>
+        withRetries(adapter, { policy: () => ({ maxAttempts: 3, budgetMs: 10_000, baseDelayMs: 20, maxDelayMs: 100, ...policy }), random: () => 0.5 }),
+    });
+
+    test("last-resort (the default): a failing route is told another can take the request while one can start, and not on the last", async () => {
+      const h = harness({ primary: UNAVAILABLE, backup: UNAVAILABLE, third: UNAVAILABLE });
+      const outcome = await h.run();
+      assert.equal(outcome.error?.code, "RUNNEL_ERR_PROVIDER_UNAVAILABLE");
+      assert.deepEqual(h.providers.couldFailOver, [
+        ["primary", true],
+        ["backup", true],
+        ["third", false],
+      ]);
+    });
+
+    test("a route in cooldown, behind an open circuit or past maxRoutes is no other route to go to", async () => {
+      const cooling = harness({ primary: UNAVAILABLE, backup: { tokens: ["x"] } }, { routes: [ROUTES[0], ROUTES[1]] });
+      cooling.health.apply({
+        ...{ provider: BACKUP.provider, model: BACKUP.model, workerId: "w-other", ttftMs: 0, tokens: 0, atMs: T0, workerInFlight: 0 },
+        kind: OutcomeKind.OUTCOME_KIND_RATE_LIMITED,
+        retryAfterMs: 60_000,
+        errorCode: "RUNNEL_ERR_PROVIDER_RATE_LIMITED",
+      });
+      assert.equal((await cooling.run()).error?.code, "RUNNEL_ERR_PROVIDER_UNAVAILABLE");
+      assert.deepEqual(cooling.providers.couldFailOver, [["primary", false]]);
+
+      const open = harness({ primary: UNAVAILABLE, backup: UNAVAILABLE }, { routes: [ROUTES[1], ROUTES[0]] });
+      // The primary's circuit opens after 2 failures (failureThreshold 2); the backup tries it while it is closed.
+      await open.run();
+      await open.run();
+      assert.equal(open.health.circuit(PRIMARY), CircuitState.CIRCUIT_STATE_OPEN);
+      open.providers.couldFailOver.length = 0;
+      await open.run();
+      assert.deepEqual(open.providers.couldFailOver, [["backup", false]]);
+
+      const limited = harness({ primary: UNAVAILABLE, backup: { tokens: ["x"] } }, { failover: { maxRoutes: 1 } });
+      await limited.run();
+      assert.deepEqual(limited.providers.couldFailOver, [["primary", false]]);
+    });
+
+    test("past the failover budget there is no other route to go to", async () => {
+      const h = harness(
+        { primary: { firstTokenDelayMs: 40, fail: { code: "RUNNEL_ERR_PROVIDER_TIMEOUT" } }, backup: { tokens: ["late"] } },
+        { failover: { budget: "20ms" } },
+      );
+      await h.run();
+      assert.deepEqual(h.providers.couldFailOver, [["primary", false]]);
+    });
+
+    test("a hedge still running is another route: the hedged route that fails is not retried", async () => {
+      const h = harness(
+        { primary: { firstTokenDelayMs: 60, fail: { code: "RUNNEL_ERR_PROVIDER_UNAVAILABLE" } }, backup: { firstTokenDelayMs: 120, tokens: ["hedged"] } },
+        { hedgeAfter: "10ms", routes: [ROUTES[0], ROUTES[1]] },
+      );
+      const outcome = await h.run();
+      assertServed(outcome, BACKUP);
+      assert.ok(h.observer.seen.includes("start backup#2 hedge"), h.observer.seen.join(", "));
+      assert.deepEqual(h.providers.couldFailOver, [["primary", true]], "no route left to start, but the hedge runs");
+    });
+
+    test("always: no call is told of other routes, so the route's retries always come first", async () => {
+      const h = harness({ primary: UNAVAILABLE, backup: { tokens: ["x"] } }, { failover: { sameRouteRetries: "always" } });
+      assertServed(await h.run(), BACKUP);
+      assert.deepEqual(h.providers.couldFailOver, [["primary", undefined]]);
+    });
+
+    test("through the route's retries: a 429 with Retry-After 1 s goes to the backup at once, once, and the primary cools down", async () => {
+      const h = harness(
+        { primary: { fail: { code: "RUNNEL_ERR_PROVIDER_RATE_LIMITED", status: 429, retryAfterMs: 1_000, retry: true } }, backup: { tokens: ["spare"] } },
+        {},
+        withRouteRetries(),
+      );
+      const startedAt = performance.now();
+      const outcome = await h.run();
+      const elapsed = performance.now() - startedAt;
+      assertServed(outcome, BACKUP);
+      assert.equal(h.providers.callsTo("primary").length, 1, "no retry on the rate-limited route");
+      assert.ok(elapsed < 500, `served after ${elapsed.toFixed(0)} ms: the Retry-After was not waited for`);
+      assert.deepEqual(h.lines().slice(0, 2), ["STARTED primary", "RATE_LIMITED primary RUNNEL_ERR_PROVIDER_RATE_LIMITED retry=1000"]);
+      assert.equal(h.health.admission(PRIMARY).ok, false, "in cooldown");
+    });
+
+    test("through the route's retries: a 500 goes to the backup without a backoff", async () => {
+      const h = harness(
+        { primary: { fail: { code: "RUNNEL_ERR_PROVIDER_UNAVAILABLE", status: 500, retry: true } }, backup: { tokens: ["spare"] } },
+        {},
+        withRouteRetries({ baseDelayMs: 1_000, maxDelayMs: 1_000 }),
+      );
+      const startedAt = performance.now();
+      assertServed(await h.run(), BACKUP);
+      assert.equal(h.providers.callsTo("primary").length, 1);
+      assert.ok(performance.now() - startedAt < 400, "no backoff of 500 ms or more");
+    });
+
+    test("through the route's retries: the last route that can serve keeps its retries", async () => {
+      const h = harness(
+        {
+          primary: (_call, index) =>
+            index === 0 ? { fail: { code: "RUNNEL_ERR_PROVIDER_UNAVAILABLE", status: 500, retry: true } } : { tokens: ["second try"] },
+        },
+        { routes: [ROUTES[0]] },
+        withRouteRetries(),
+      );
+      const outcome = await h.run();
+      assertServed(outcome, PRIMARY);
+      assert.equal(h.providers.callsTo("primary").length, 2);
+      assert.deepEqual(outcome.events, [{ ...started(PRIMARY), value: { ...PRIMARY, attempt: 2 } }, text("second try"), done()]);
+    });
+
+    test("through the route's retries, with always: the primary's attempts first (with their waits), then the backup", async () => {
+      const h = harness(
+        { primary: { fail: { code: "RUNNEL_ERR_PROVIDER_RATE_LIMITED", status: 429, retryAfterMs: 30, retry: true } }, backup: { tokens: ["spare"] } },
+        { failover: { sameRouteRetries: "always" } },
+        withRouteRetries(),
+      );
+      const startedAt = performance.now();
+      assertServed(await h.run(), BACKUP);
+      assert.equal(h.providers.callsTo("primary").length, 3, "maxAttempts on the primary");
+      assert.ok(performance.now() - startedAt >= 55, "two Retry-After waits of 30 ms");
     });
   });
 
@@ -757,6 +901,48 @@ describe("RouteRunner", BOUNDED, () => {
         ["primary", "backup prefill", "backup", "third"],
       );
       assert.deepEqual(outcome.events, [started(PRIMARY), text("Hel"), text("lo")]);
+    });
+
+    test("the failover budget bounds the wait for a first token, not the generation: a stream cut after the budget is continued", async () => {
+      const routes = [ROUTES[0], { ...ROUTES[1], acceptsPrefill: true }, ROUTES[2]];
+      // Budget 200 ms; the primary streams for about 500 ms, then is cut.
+      const tokens = Array.from({ length: 10 }, (_, index) => `t${index}`);
+      const h = harness(
+        { primary: { tokens, tokenIntervalMs: 50, fail: { ...CUT, after: 10 } }, backup: { tokens: [" rest"] } },
+        { afterFirstToken: "continue", routes, failover: { budget: "200ms" } },
+      );
+      const startedAt = performance.now();
+      const outcome = await h.run();
+      assertServed(outcome, BACKUP);
+      assert.ok(performance.now() - startedAt >= 450, "the cut came after the budget");
+      assert.deepEqual(h.providers.callsTo("backup")[0]?.request, withPrefill(tokens.join("")));
+      assert.deepEqual(outcome.events.slice(-3), [failover(FailoverMode.FAILOVER_MODE_CONTINUE, PRIMARY, BACKUP, CUT.code, cutReason), text(" rest"), done()]);
+    });
+
+    test("the same with restart", async () => {
+      const h = harness(
+        { primary: { tokens: ["a", "b", "c", "d", "e"], tokenIntervalMs: 60, fail: { ...CUT, after: 5 } }, backup: { tokens: ["again"] } },
+        { afterFirstToken: "restart", failover: { budget: "100ms" } },
+      );
+      const outcome = await h.run();
+      assertServed(outcome, BACKUP);
+      assert.deepEqual(outcome.events.slice(-3), [failover(FailoverMode.FAILOVER_MODE_RESTART, PRIMARY, BACKUP, CUT.code, cutReason), text("again"), done()]);
+    });
+
+    test("after a cut the budget counts from the failure: a next route slow to fail is the last one started in that round", async () => {
+      const h = harness(
+        {
+          primary: { tokens: ["a", "b", "c"], tokenIntervalMs: 60, fail: { ...CUT, after: 3 } },
+          backup: { firstTokenDelayMs: 150, fail: { code: "RUNNEL_ERR_PROVIDER_TIMEOUT" } },
+          third: { tokens: ["never"] },
+        },
+        { afterFirstToken: "restart", failover: { budget: "100ms" } },
+      );
+      const outcome = await h.run();
+      assert.equal(outcome.error?.code, CUT.code, "the original failure");
+      assert.match(outcome.error?.message ?? "", /failover budget of 100 ms/);
+      assert.equal(h.providers.callsTo("backup").length, 1, "started at once after the cut, 180 ms in");
+      assert.equal(h.providers.callsTo("third").length, 0, "the backup failed 150 ms after the cut: past the round's budget");
     });
 
     test("policy restart: a failure the next route cannot fix (a bad request) is thrown as it is", async () => {

@@ -4,6 +4,13 @@
  * the after-first-token policy (`error`, `restart`, `continue`). Every switch
  * is announced on the stream with a `failover` event.
  *
+ * A stream is a series of rounds, each picking the attempt whose first token
+ * the client gets: the first round at the start, one more per failure after a
+ * first token. The failover budget bounds each round (the wait for a first
+ * token), never the generation that follows. Unless the model asks for
+ * `sameRouteRetries: always`, an attempt's own retries (the adapter's) are
+ * spent only when no other route could take the request at that moment.
+ *
  * The caller owns the stream (sequence numbers, publishing, records); this
  * module only decides which provider request produces the events it emits.
  * An attempt's events are held until it produces its first token, so a
@@ -18,6 +25,7 @@ import {
   type Job,
   type ModelSpec,
   OutcomeKind,
+  type ProviderSpec,
   type Route,
   type RouteSpec,
   type RoutingTable,
@@ -187,7 +195,11 @@ export class RouteRunner {
   readonly #budgetMs: number;
   readonly #hedgeAfterMs: number;
   readonly #policy: string;
-  readonly #startedAt = performance.now();
+  readonly #retrySameRouteFirst: boolean;
+  /** When the current round began: the failover budget counts from here. */
+  #roundStartedAt = performance.now();
+  /** The attempts of the current round that have not been given up yet. */
+  #active = new Set<Attempt>();
   #tried = 0;
   /** Skipped routes and why, for the error when nothing is left. */
   readonly #skipped: string[] = [];
@@ -223,6 +235,7 @@ export class RouteRunner {
     this.#budgetMs = this.#model?.failoverBudgetMs || 30_000;
     this.#hedgeAfterMs = this.#model?.hedgeAfterMs ?? 0;
     this.#policy = this.#model?.afterFirstToken || "error";
+    this.#retrySameRouteFirst = this.#model?.sameRouteRetries === "always";
     this.#partial = input.resume?.partialText ?? "";
     this.#anyToken = input.resume?.anyToken ?? false;
     this.#nonText = input.resume?.nonText ?? false;
@@ -264,9 +277,11 @@ export class RouteRunner {
     }
   }
 
-  /** Starts routes until one produces a first token (hedging when configured); throws when none can. */
+  /** One round: starts routes until one produces a first token (hedging when configured); throws when none can. */
   async #pickWinner(): Promise<Attempt> {
+    this.#roundStartedAt = performance.now();
     const active = new Set<Attempt>();
+    this.#active = active;
     const first = this.#launchNext(false);
     if (!first) throw this.#nothingLeft();
     active.add(first);
@@ -341,35 +356,52 @@ export class RouteRunner {
     }
   }
 
+  /** Why no further route may start in this round, or undefined while one may. */
+  #limitReached(): string | undefined {
+    if (this.#tried >= this.#maxRoutes) return `the model's limit of ${this.#maxRoutes} routes was reached`;
+    if (this.#tried > 0 && performance.now() - this.#roundStartedAt > this.#budgetMs) return `the failover budget of ${this.#budgetMs} ms was spent`;
+    return undefined;
+  }
+
+  /** The provider a route would run on now, or why it cannot be tried. Reads health; changes nothing. */
+  #candidate(spec: RouteSpec): { readonly provider: ProviderSpec } | { readonly unfit: string } {
+    const name = `${spec.provider}/${spec.model}`;
+    if (this.#needWindow >= 0 && !(spec.contextWindow > this.#needWindow))
+      return { unfit: `${name}: context window not larger than the one that was exceeded` };
+    const route = { provider: spec.provider, model: spec.model };
+    const admission = this.#deps.health.admission(route);
+    if (!admission.ok) return { unfit: `${name}: ${admission.reason} for ${admission.retryAfterMs} ms` };
+    const provider = this.#deps.table.providerForRoute(this.#input.job.model, route);
+    return provider ? { provider } : { unfit: `${name}: provider not in this worker's routing snapshot` };
+  }
+
+  /**
+   * Whether the request could be served without `attempt` right now: another
+   * attempt of this round still runs (a hedge), or a route that could start
+   * is left within the limits. Then `attempt` is not retried on its route.
+   */
+  #canServeWithout(attempt: Attempt): boolean {
+    for (const other of this.#active) if (other !== attempt && other.settledWith === undefined) return true;
+    if (this.#limitReached() !== undefined) return false;
+    return this.#queue.some((spec) => "provider" in this.#candidate(spec));
+  }
+
   /** The next admissible route, started; undefined when none is left within the limits. */
   #launchNext(hedge: boolean): Attempt | undefined {
-    const { health, table } = this.#deps;
     while (this.#queue.length > 0) {
-      if (this.#tried >= this.#maxRoutes) {
-        this.#skipped.push(`the model's limit of ${this.#maxRoutes} routes was reached`);
-        return undefined;
-      }
-      if (this.#tried > 0 && performance.now() - this.#startedAt > this.#budgetMs) {
-        this.#skipped.push(`the failover budget of ${this.#budgetMs} ms was spent`);
+      const limit = this.#limitReached();
+      if (limit) {
+        this.#skipped.push(limit);
         return undefined;
       }
       const spec = this.#queue.shift() as RouteSpec;
+      const candidate = this.#candidate(spec);
+      if ("unfit" in candidate) {
+        this.#skipped.push(candidate.unfit);
+        continue;
+      }
+      const { provider } = candidate;
       const route = { provider: spec.provider, model: spec.model };
-      const name = `${spec.provider}/${spec.model}`;
-      if (this.#needWindow >= 0 && !(spec.contextWindow > this.#needWindow)) {
-        this.#skipped.push(`${name}: context window not larger than the one that was exceeded`);
-        continue;
-      }
-      const admission = health.admission(route);
-      if (!admission.ok) {
-        this.#skipped.push(`${name}: ${admission.reason} for ${admission.retryAfterMs} ms`);
-        continue;
-      }
-      const provider = table.providerForRoute(this.#input.job.model, route);
-      if (!provider) {
-        this.#skipped.push(`${name}: provider not in this worker's routing snapshot`);
-        continue;
-      }
       const prefill = this.#anyToken && this.#policy === "continue" && spec.acceptsPrefill && !this.#nonText;
       this.#tried += 1;
       const attempt = new Attempt(spec, { route, providerType: provider.type, index: this.#tried, hedge, prefill });
@@ -379,7 +411,7 @@ export class RouteRunner {
     return undefined;
   }
 
-  #start(attempt: Attempt, provider: NonNullable<ReturnType<RoutingTable["providerForRoute"]>>, prefill: boolean): void {
+  #start(attempt: Attempt, provider: ProviderSpec, prefill: boolean): void {
     const { signal } = this.#input;
     const onAbort = () => attempt.controller.abort(signal.reason);
     if (signal.aborted) onAbort();
@@ -401,6 +433,7 @@ export class RouteRunner {
         signal: attempt.controller.signal,
         ready: () => (attempt.forward ? this.#input.ready() : undefined),
         emit: (body) => attempt.receive(body),
+        ...(this.#retrySameRouteFirst ? {} : { canFailOver: () => this.#canServeWithout(attempt) }),
         onRetry: (notice) => this.#deps.observer.retry(notice.provider, notice.attempt, notice.delayMs, notice.code),
       })
       .then(

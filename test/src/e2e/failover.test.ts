@@ -6,7 +6,8 @@
  * with an announcement where the stream changed routes:
  *
  * - before the first token, the next route answers (`next_route`; `hedge`
- *   when a hedged request won), within the routes' own retries;
+ *   when a hedged request won), at once: a route's own retries are spent
+ *   only when no other route can serve (failover-order.test.ts has more);
  * - after it, the model's `afterFirstToken` policy: `error` ends the stream
  *   with an error event, `restart` discards and starts over on the next
  *   route, `continue` has the next route continue the partial answer as an
@@ -88,7 +89,7 @@ async function assertRequests(key: string, count: number, message?: string): Pro
 }
 
 describe("before the first token: the next route answers", () => {
-  test("500: the primary's two attempts (its retries), then the backup; one coherent stream", { timeout: 20_000 }, async () => {
+  test("500: the backup at once, without the primary's retries (another route can serve); one coherent stream", { timeout: 20_000 }, async () => {
     const view = await askStream(url, "f-500");
     assertServedByBackup(
       view,
@@ -98,7 +99,7 @@ describe("before the first token: the next route answers", () => {
       6,
       "RUNNEL_ERR_PROVIDER_UNAVAILABLE",
     );
-    await assertRequests("f-500", 2, "the primary's retries come first");
+    await assertRequests("f-500", 1, "no retry on the primary (maxAttempts 2) while the backup can serve");
     await assertRequests("f-500-b", 1);
   });
 

@@ -312,6 +312,70 @@ describe("retries before the first token, against an HTTP server", () => {
   });
 });
 
+describe("another route can take the request (the call's canFailOver)", () => {
+  test("yes: a 429 with Retry-After: 1 is not waited for; it goes back at once, once, with its Retry-After for the route's cooldown", BOUNDED, async (t) => {
+    const up = await upstream(t, sequence(status(429, "Rate limit reached", { "retry-after": "1" }), ok));
+    const notices: RetryNotice[] = [];
+    const startedAt = performance.now();
+    const error = await rejection(runAdapter(retrying(up, POLICY, notices), up, { canFailOver: () => true }).result);
+    const elapsed = performance.now() - startedAt;
+    assert.equal(error.code, "RUNNEL_ERR_PROVIDER_RATE_LIMITED");
+    assert.ok(error instanceof ProviderError && error.retryAfterMs === 1_000, "the Retry-After goes with the failure, for the route's cooldown");
+    assert.doesNotMatch(error.message, /attempts/);
+    assert.equal(up.seen.length, 1);
+    assert.deepEqual(notices, [], "no retry");
+    assert.ok(elapsed < 900, `back after ${elapsed.toFixed(0)} ms, not after the Retry-After`);
+  });
+
+  test("yes: a 500 goes back at once, without a backoff", BOUNDED, async (t) => {
+    const up = await upstream(t, sequence(status(500, "The server had an error"), ok));
+    const error = await rejection(runAdapter(retrying(up), up, { canFailOver: () => true }).result);
+    assert.equal(error.code, "RUNNEL_ERR_PROVIDER_UNAVAILABLE");
+    assert.equal(up.seen.length, 1);
+  });
+
+  test("no: the route's retries apply as configured (a 500, a backoff, then the answer)", BOUNDED, async (t) => {
+    const up = await upstream(t, sequence(status(500, "The server had an error"), ok));
+    let asked = 0;
+    const run = runAdapter(retrying(up), up, {
+      canFailOver: () => {
+        asked += 1;
+        return false;
+      },
+    });
+    await run.result;
+    assert.equal(up.seen.length, 2);
+    assert.equal(asked, 1, "asked once, at the failure");
+    const [gap] = gaps(up);
+    assert.ok(gap !== undefined && gap >= 70, `a backoff of ${gap?.toFixed(0)} ms`);
+    assert.equal(run.events.at(-1)?.$case, "done");
+  });
+
+  test("asked at each failure: an alternative that appears during the retries ends them at the next failure", BOUNDED, async (t) => {
+    const up = await upstream(t, status(503, "The server is overloaded"));
+    const answers = [false, true];
+    const error = await rejection(runAdapter(retrying(up), up, { canFailOver: () => answers.shift() ?? true }).result);
+    assert.equal(error.code, "RUNNEL_ERR_PROVIDER_UNAVAILABLE");
+    assert.match(error.message, /after 2 attempts/);
+    assert.equal(up.seen.length, 2);
+  });
+
+  test("not asked for a failure that is never retried (a 400)", BOUNDED, async (t) => {
+    const up = await upstream(t, status(404, "The model does not exist"));
+    let asked = 0;
+    const error = await rejection(
+      runAdapter(retrying(up), up, {
+        canFailOver: () => {
+          asked += 1;
+          return true;
+        },
+      }).result,
+    );
+    assert.equal(error.code, "RUNNEL_ERR_PROVIDER_BAD_REQUEST");
+    assert.equal(asked, 0);
+  });
+});
+
 describe("cancel reaches the provider in every phase", () => {
   /** Aborts `controller` and measures until the promise settles and the upstream socket closes. */
   async function cancelAndMeasure(controller: AbortController, result: Promise<void>, socketClosed: Promise<number>) {

@@ -1,13 +1,17 @@
 /**
- * Retries on one route before the first token. A 429 waits what the
- * provider asked for (Retry-After, or Gemini's RetryInfo); a 5xx, a reset, a
- * refused or timed-out connect, or a provider error event before any token
- * waits an exponential backoff with jitter. Attempts are bounded, and so is
- * the time: no attempt starts after the budget, and a wait that would end
- * beyond it is not started. What retrying cannot fix (400, 401, 403, context
- * length, content policy, a bad response, a first-token timeout) is never
- * retried. Once any token went out, nothing is retried: the client already
- * has part of an answer.
+ * Retries on one route before the first token, when staying on the route is
+ * worth a wait: the call's `canFailOver` says no other route could take the
+ * request now (or the caller wants retries here first and passes none). A
+ * failure another route can take goes back at once, with no wait.
+ *
+ * A 429 waits what the provider asked for (Retry-After, or Gemini's
+ * RetryInfo); a 5xx, a reset, a refused or timed-out connect, or a provider
+ * error event before any token waits an exponential backoff with jitter.
+ * Attempts are bounded, and so is the time: no attempt starts after the
+ * budget, and a wait that would end beyond it is not started. What retrying
+ * cannot fix (400, 401, 403, context length, content policy, a bad response,
+ * a first-token timeout) is never retried. Once any token went out, nothing
+ * is retried: the client already has part of an answer.
  *
  * `started` is held back until the first token (or `done`), so a failed
  * attempt leaves no trace on the stream and the client still gets an HTTP
@@ -92,7 +96,8 @@ export function withRetries(adapter: ProviderAdapter, options: RetryOptions): Pr
         } catch (error) {
           if (forwarded || call.signal.aborted) throw error;
           const delay = retryDelay(error, attempt, performance.now() - firstStart, policy, random);
-          if (delay === undefined) throw attempt > 1 ? withAttempts(error, attempt) : error;
+          // Asked only when a retry would happen: another route serves sooner than a wait here.
+          if (delay === undefined || call.canFailOver?.() === true) throw attempt > 1 ? withAttempts(error, attempt) : error;
           options.onRetry?.({ provider: call.provider.name, attempt, delayMs: delay, error: error as RunnelError });
           call.onRetry?.({ provider: call.provider.name, attempt, delayMs: delay, code: (error as RunnelError).code });
           try {

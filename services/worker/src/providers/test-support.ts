@@ -123,7 +123,14 @@ export interface Run {
 export function runAdapter(
   adapter: ProviderAdapter,
   up: Pick<Upstream, "provider">,
-  options: { model?: string; request?: ChatRequest; signal?: AbortSignal; onEmit?: (event: EventBody) => void; onRetry?: StreamCall["onRetry"] } = {},
+  options: {
+    model?: string;
+    request?: ChatRequest;
+    signal?: AbortSignal;
+    onEmit?: (event: EventBody) => void;
+    onRetry?: StreamCall["onRetry"];
+    canFailOver?: StreamCall["canFailOver"];
+  } = {},
 ): Run {
   const events: EventBody[] = [];
   const times: number[] = [];
@@ -133,6 +140,7 @@ export function runAdapter(
     provider: up.provider,
     signal: options.signal ?? new AbortController().signal,
     ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+    ...(options.canFailOver ? { canFailOver: options.canFailOver } : {}),
     emit: (event) => {
       events.push(event);
       times.push(performance.now());

@@ -21,6 +21,14 @@ export interface StreamCall {
    * (checked once per network read, not per token).
    */
   readonly ready?: () => Promise<void> | undefined;
+  /**
+   * Whether another route could take this request now (the route runner
+   * knows; the adapter does not). When it says yes, a failure before the
+   * first token goes back to the caller at once, to fail over, instead of
+   * being retried on this route after a wait. Absent: the route's retries
+   * apply as configured.
+   */
+  readonly canFailOver?: () => boolean;
   /** Told of each retry on this route before the first token (telemetry of this stream). */
   readonly onRetry?: (notice: { readonly provider: string; readonly attempt: number; readonly delayMs: number; readonly code: string }) => void;
 }

@@ -351,15 +351,29 @@ export interface ModelSpec {
   failoverOnContentPolicy: boolean;
   /** Routes one request may try, the first included. */
   maxRoutes: number;
-  /** No route is started later than this after the request arrived. */
+  /**
+   * How long the wait for a first token may last before no further route is
+   * started: from the request's start, or from a failure after the first
+   * token. Not a bound on a generation's length.
+   */
   failoverBudgetMs: number;
+  /**
+   * Retries on the same route before the first token: "last-resort" (only
+   * when no other route can take the request then; also when empty) or
+   * "always" (the provider's retries first, whatever else could serve).
+   */
+  sameRouteRetries: string;
 }
 
 export interface RouteSpec {
   provider: string;
   model: string;
   weight: number;
-  /** Lower is tried first. */
+  /**
+   * Lower is tried first; equal priorities share the load by the model's
+   * strategy. The effective priority: a route without one in runnel.yaml
+   * comes after every route listed above it.
+   */
   priority: number;
   /**
    * Per-model timeouts; a zero field keeps the provider's. connect_ms is
@@ -1837,6 +1851,7 @@ function createBaseModelSpec(): ModelSpec {
     failoverOnContentPolicy: false,
     maxRoutes: 0,
     failoverBudgetMs: 0,
+    sameRouteRetries: "",
   };
 }
 
@@ -1865,6 +1880,9 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     }
     if (message.failoverBudgetMs !== 0) {
       writer.uint32(64).uint32(message.failoverBudgetMs);
+    }
+    if (message.sameRouteRetries !== "") {
+      writer.uint32(74).string(message.sameRouteRetries);
     }
     return writer;
   },
@@ -1946,6 +1964,14 @@ export const ModelSpec: MessageFns<ModelSpec> = {
             message.failoverBudgetMs = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.sameRouteRetries = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1988,6 +2014,11 @@ export const ModelSpec: MessageFns<ModelSpec> = {
         : isSet(object.failover_budget_ms)
         ? globalThis.Number(object.failover_budget_ms)
         : 0,
+      sameRouteRetries: isSet(object.sameRouteRetries)
+        ? globalThis.String(object.sameRouteRetries)
+        : isSet(object.same_route_retries)
+        ? globalThis.String(object.same_route_retries)
+        : "",
     };
   },
 
@@ -2017,6 +2048,9 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     if (message.failoverBudgetMs !== 0) {
       obj.failoverBudgetMs = Math.round(message.failoverBudgetMs);
     }
+    if (message.sameRouteRetries !== "") {
+      obj.sameRouteRetries = message.sameRouteRetries;
+    }
     return obj;
   },
 
@@ -2033,6 +2067,7 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     message.failoverOnContentPolicy = object.failoverOnContentPolicy ?? false;
     message.maxRoutes = object.maxRoutes ?? 0;
     message.failoverBudgetMs = object.failoverBudgetMs ?? 0;
+    message.sameRouteRetries = object.sameRouteRetries ?? "";
     return message;
   },
 };
