@@ -78,9 +78,10 @@ export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkCont
       const payload = encodeChunk(context, event);
       if (payload === undefined) return "";
       if (event.event?.$case !== "done") return frame(event.seq, payload);
-      // The finish chunk, then (when the client asked) the usage chunk: OpenAI's order, both under the done's id.
+      // The finish chunk, then (when the client asked) the usage chunk: OpenAI's order. The done's id goes
+      // on the last of the two, so a client cut between them resumes from before the done and gets both.
       const usage = endUsageChunk(context, event);
-      return usage === undefined ? frame(event.seq, payload) : `${frame(event.seq, payload)}${frame(0, usage)}`;
+      return usage === undefined ? frame(event.seq, payload) : `${frame(0, payload)}${frame(event.seq, usage)}`;
     },
     end: () => (sse ? "data: [DONE]\n\n" : ""),
     // SSE comments are ignored by every client; NDJSON clients skip blank lines.

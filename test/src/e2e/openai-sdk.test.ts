@@ -89,7 +89,13 @@ describe("a chat completion through the whole stack", () => {
       const text = await response.text();
       const payloads =
         accept === "text/event-stream" ? parseSse(text).events.map((event) => event.data) : text.split("\n").filter((line) => line.trim() !== "");
-      if (accept === "text/event-stream") assert.equal(payloads.pop(), "[DONE]", "[DONE] ends the SSE stream");
+      if (accept === "text/event-stream") {
+        assert.equal(payloads.pop(), "[DONE]", "[DONE] ends the SSE stream");
+        // The done's id is on the usage chunk, the last of its two frames: a client cut between them resumes before the done.
+        const events = parseSse(text).events;
+        assert.equal(events.at(-3)?.id, undefined, "the finish chunk carries no id");
+        assert.equal(events.at(-2)?.id, String(Number(events.at(-4)?.id) + 1), "the usage chunk carries the done's id");
+      }
       const parsed = payloads.map((payload) => JSON.parse(payload) as { choices: { finish_reason: string | null }[]; usage?: unknown });
       const usageAt = parsed.findIndex((chunk) => chunk.usage);
       assert.equal(usageAt, parsed.length - 1, `${accept}: the usage chunk is the last`);
