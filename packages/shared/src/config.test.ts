@@ -121,6 +121,7 @@ models:
     assert.deepEqual(config.worker, { concurrency: 256, drainTimeout: 30_000 });
     assert.deepEqual(config.ingress, {
       heartbeatInterval: 15_000,
+      holdHeaders: 500,
       maxClientBufferBytes: 1024 * 1024,
       bodyLimitBytes: 8 * 1024 * 1024,
       detachGrace: 3_000,

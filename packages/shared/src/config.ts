@@ -189,8 +189,19 @@ const worker = z
 
 const ingress = z
   .object({
-    /** SSE comment heartbeat interval while the upstream is quiet. */
+    /**
+     * No streaming response is silent for longer than this: an SSE comment,
+     * an NDJSON blank line, an Anthropic `ping` or a WebSocket ping fills any
+     * quiet of this length (keep it under your proxies' idle timeout).
+     */
     heartbeatInterval: duration.default(15_000),
+    /**
+     * How long a streaming response's headers (with x-runnel-stream-id) wait
+     * for the stream's first event. A failure within it is an HTTP status;
+     * after it the headers go out, so a client can cancel during a long time
+     * to first token, and a later failure is an error event in the stream.
+     */
+    holdHeaders: duration.default(500),
     /** Bytes waiting in one client's socket before its reader pauses and later catches up from the log. */
     maxClientBufferBytes: z
       .number()

@@ -20,7 +20,16 @@ export interface WriteStreamOptions {
   readonly response: ServerResponse;
   /** The API's framing of events, errors and heartbeats. */
   readonly wire: Wire;
+  /** No streaming response is silent for longer than this: a heartbeat fills any quiet of this length. */
   readonly heartbeatIntervalMs: number;
+  /**
+   * How long a streaming response's headers (with `x-runnel-stream-id`) wait
+   * for the stream's first event: a failure within it is still an HTTP
+   * status; after it the headers go out, so the client can cancel the stream
+   * however long the provider thinks, and a failure is an error event.
+   * Absent: headers wait for the first event (or heartbeat).
+   */
+  readonly holdHeadersMs?: number;
   readonly maxBufferBytes: number;
   /** A client that reads nothing for this long while events wait is cut off. */
   readonly stuckClientTimeoutMs: number;
@@ -116,6 +125,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (ended) return;
     ended = true;
     clearInterval(heartbeat);
+    clearTimeout(holdHeaders);
     clearTimeout(stuckTimer);
     reader.close();
     flush();
@@ -143,28 +153,46 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     options.onAbandon(reason, false);
   };
 
-  // Streams only: a heartbeat when nothing was written for a whole interval.
+  // Streams only: the timer ticks twice per interval and writes a heartbeat
+  // when nothing was written since the tick before, so a quiet that starts
+  // right after a write is filled within one interval (a tick per interval
+  // left up to two intervals of silence; proxies cut idle at 30 s). The
+  // per-token path only sets a flag.
   const heartbeat = wire.streaming
-    ? setInterval(() => {
-        if (ended) return;
-        if (wroteSinceTick) {
+    ? setInterval(
+        () => {
+          if (ended) return;
+          if (wroteSinceTick) {
+            wroteSinceTick = false;
+            return;
+          }
+          commitHeaders();
+          write(wire.heartbeat());
           wroteSinceTick = false;
-          return;
-        }
-        commitHeaders();
-        write(wire.heartbeat());
-        wroteSinceTick = false;
-      }, options.heartbeatIntervalMs)
+        },
+        Math.max(1, Math.floor(options.heartbeatIntervalMs / 2)),
+      )
     : undefined;
+  const holdHeaders =
+    wire.streaming && options.holdHeadersMs !== undefined
+      ? setTimeout(() => {
+          if (ended || headersSent) return;
+          commitHeaders();
+          response.flushHeaders();
+          wroteSinceTick = true;
+        }, options.holdHeadersMs)
+      : undefined;
 
   response.on("close", () => {
     if (ended) return;
     ended = true;
     clearInterval(heartbeat);
+    clearTimeout(holdHeaders);
     clearTimeout(stuckTimer);
     reader.close();
     options.onEnd();
-    options.onAbandon("client disconnected", true);
+    // A streaming client may resume (it has the stream id); one waiting for a JSON answer never learned it: cancel at once.
+    options.onAbandon("client disconnected", wire.streaming);
   });
 
   reader.attach((event: StreamEvent) => {

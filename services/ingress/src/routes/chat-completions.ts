@@ -44,6 +44,7 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
       response: reply.raw,
       wire: openAIWire(format, chunkContext),
       heartbeatIntervalMs: context.options.heartbeatInterval,
+      holdHeadersMs: context.options.holdHeaders,
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
       headers: { "x-runnel-resume-token": context.auth.resumeToken(streamId) },

@@ -63,6 +63,7 @@ export function registerMessages(app: FastifyInstance, context: RouteContext): v
         response: reply.raw,
         wire: anthropicWire(streaming, streamId, body.model),
         heartbeatIntervalMs: context.options.heartbeatInterval,
+        holdHeadersMs: context.options.holdHeaders,
         maxBufferBytes: context.options.maxClientBufferBytes,
         stuckClientTimeoutMs: context.options.stuckClientTimeout,
         headers: {

@@ -124,6 +124,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       response: reply.raw,
       wire: openAIWire("sse", chunkContext(streamId, record)),
       heartbeatIntervalMs: context.options.heartbeatInterval,
+      holdHeadersMs: context.options.holdHeaders,
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
       onSlowClient: (kind) => context.telemetry.slowClient("sse", kind),
