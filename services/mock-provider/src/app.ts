@@ -5,6 +5,7 @@
  * probes, and the routes tests use: the journal (`/_mock/requests`) and the
  * outage switches of `fail=outage` (`/_mock/outages/<key>`).
  */
+import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { ANTHROPIC_WIRE } from "./anthropic.js";
@@ -326,7 +327,9 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     clientClosed: false,
     clientClosedAt: null,
     authorization: wire.hasCredentials(request.headers),
+    bodyBytes: null,
     messages: [],
+    messageDigests: [],
   };
   state.journal.add(entry);
   const exchange = createExchange(state, request, response, entry);
@@ -340,6 +343,7 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     throw error;
   }
   if (text === null) return reply(wire.tooLarge(`The request body exceeds ${MAX_BODY_BYTES} bytes.`));
+  entry.bodyBytes = Buffer.byteLength(text);
 
   const parsed = wire.parse(text, route);
   if (!parsed.ok) return reply(parsed.error);
@@ -347,6 +351,7 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
   entry.model = chat.model;
   entry.stream = chat.stream;
   entry.messages = chat.messages.map((message) => ({ role: message.role, text: message.text.slice(0, JOURNAL_TEXT_LIMIT) }));
+  entry.messageDigests = chat.messages.map((message) => ({ length: message.text.length, sha256: createHash("sha256").update(message.text).digest("hex") }));
   state.journal.changed(entry);
 
   let scenario: Scenario;

@@ -18,7 +18,9 @@ function entry(id: string): JournalEntry {
     clientClosed: false,
     clientClosedAt: null,
     authorization: false,
+    bodyBytes: null,
     messages: [],
+    messageDigests: [],
   };
 }
 
