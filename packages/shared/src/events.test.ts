@@ -15,6 +15,7 @@ import {
   openAIFinishReason,
   StreamEvent,
 } from "./events.js";
+import { INLINE_JOB_CAP, inlineJobLimit } from "./request-bodies.js";
 
 function roundTrip(event: StreamEvent): StreamEvent {
   const bytes = encodeEvent(event);
@@ -153,6 +154,7 @@ describe("encodeJob / decodeJob", () => {
       traceContext: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "vendor=x" },
       keyId: "team-a",
       affinityKey: "",
+      requestRef: "",
     };
   }
 
@@ -182,6 +184,23 @@ describe("encodeJob / decodeJob", () => {
     const decoded = decodeJob(encodeJob(job(undefined)));
     assert.equal(decoded.request, undefined);
     assert.equal(decoded.routes.length, 2);
+  });
+
+  test("a job without its request (a reference instead) round-trips, and an old job reads as inline", () => {
+    const reference = { ...job(undefined), requestRef: "st_01HZX3J9Y8K7" };
+    assert.deepEqual(decodeJob(encodeJob(reference)), reference);
+    assert.equal(decodeJob(encodeJob(job(fullRequest))).requestRef, "");
+  });
+});
+
+describe("jobs on the queue stay far below the server's max_payload", () => {
+  test("the inline limit is the cap on a default server, and under max_payload on a small one", () => {
+    assert.equal(inlineJobLimit(1024 * 1024), INLINE_JOB_CAP);
+    assert.equal(inlineJobLimit(64 * 1024 * 1024), INLINE_JOB_CAP);
+    assert.ok(inlineJobLimit(128 * 1024) < 128 * 1024);
+    assert.ok(inlineJobLimit(128 * 1024) > 64 * 1024);
+    // Before the server said anything: nats.js's own default of 1 MiB.
+    assert.equal(inlineJobLimit(undefined), INLINE_JOB_CAP);
   });
 });
 

@@ -251,6 +251,7 @@ function harness(scripts: Record<string, Script>, model: Record<string, unknown>
       traceContext: {},
       keyId: "",
       affinityKey: runOptions.affinityKey ?? "",
+      requestRef: "",
     };
     const runner = new RouteRunner(
       {
