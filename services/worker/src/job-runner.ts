@@ -29,6 +29,7 @@ import {
   type StreamLog,
   StreamPhase,
   type StreamRecords,
+  splitDelta,
   storeRequest,
   streamLog,
   toRunnelError,
@@ -227,7 +228,8 @@ async function generate(
           }
           // The worker always asks the provider for usage; the stream carries it only when the client asked.
           if (body.$case === "usage" && !includeUsage) return;
-          publisher.publish(sequencer.next(body));
+          // One event is one NATS message, refused over max_payload: a huge delta goes out as several.
+          for (const piece of splitDelta(body)) publisher.publish(sequencer.next(piece));
         },
       },
     );

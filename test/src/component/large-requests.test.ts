@@ -1,15 +1,18 @@
 /**
  * Large requests over a real nats-server with its default max_payload of
  * 1 MiB, in one process: a worker (two for the hand-off), the control plane
- * on a real gRPC port and the mock provider on a real HTTP port. A job too
- * large for one NATS message travels without its request, which waits in
- * the `runnel_bodies` object store (docs/architecture.md, "Large
- * requests"); these tests prove the worker finds it on the first delivery,
- * after a takeover and after a hand-off, deletes it once the stream ended,
- * and ends the stream with a coded error when it is gone.
+ * on a real gRPC port, the mock provider and a provider that answers in
+ * huge chunks, on real HTTP ports. A job too large for one NATS message
+ * travels without its request, which waits in the `runnel_bodies` object
+ * store (docs/architecture.md, "Large requests"); these tests prove the
+ * worker finds it on the first delivery, after a takeover and after a
+ * hand-off, deletes it once the stream ended, ends the stream with a coded
+ * error when it is gone, and never publishes an event over max_payload.
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { buildControlPlane, type ControlPlane } from "@runnel/control-plane";
 import { buildMockProvider, type MockProvider, mockText } from "@runnel/mock-provider";
@@ -51,22 +54,45 @@ function longText(bytes: number): string {
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
+/** A provider speaking OpenAI's format that answers every request with one 2 MB text chunk and one 2 MB tool-call chunk. */
+function hugeChunkProvider(text: string, toolArguments: string): Server {
+  return createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+        `data: ${JSON.stringify({ id: "chatcmpl-huge", object: "chat.completion.chunk", created: 1, model: "huge", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      response.write(chunk({ role: "assistant", content: text }));
+      response.write(chunk({ tool_calls: [{ index: 0, id: "call_huge", type: "function", function: { name: "lookup", arguments: toolArguments } }] }));
+      response.write(chunk({}, "tool_calls"));
+      response.end("data: [DONE]\n\n");
+    });
+  });
+}
+
 describe("large requests over a real nats-server (default max_payload)", () => {
   let nats: NatsHandle;
   let bus: Bus;
   let mock: MockProvider;
   let mockPort: number;
+  let huge: Server;
+  let hugePort: number;
   let cp: ControlPlane;
   let worker: Worker;
   let records: StreamRecords;
+  const hugeText = longText(2 * MiB);
+  const hugeArguments = JSON.stringify({ q: longText(2 * MiB) });
 
   const configText = () => `
 providers:
   - { name: mock, type: mock, baseUrl: "http://127.0.0.1:${mockPort}/v1", apiKey: sk-component }
+  - { name: huge, type: openai, baseUrl: "http://127.0.0.1:${hugePort}/v1", apiKey: sk-component }
 models:
   - name: mock
     afterFirstToken: restart
     routes: [{ provider: mock, model: mock }]
+  - name: huge
+    routes: [{ provider: huge, model: huge }]
 `;
   // A short ack deadline, so a lost worker's job comes back within the test.
   const busConfig = parseConfig(
@@ -95,6 +121,9 @@ models:
     records = new StreamRecords(bus.records);
     mock = buildMockProvider();
     mockPort = await mock.listen(0, "127.0.0.1");
+    huge = hugeChunkProvider(hugeText, hugeArguments);
+    await new Promise<void>((resolve) => huge.listen(0, "127.0.0.1", resolve));
+    hugePort = (huge.address() as AddressInfo).port;
     cp = buildControlPlane({ config: parseConfig(configText(), {}), bus, log, instanceId: "cp-test", heartbeatIntervalMs: 200 });
     cpPort = await cp.listen("127.0.0.1", 0);
     worker = await startWorker("worker-a");
@@ -105,6 +134,7 @@ models:
     await cp?.close(1_000);
     await bus?.nc.drain();
     await mock?.close();
+    await new Promise((resolve) => huge?.close(resolve));
     await nats?.stop();
   });
 
@@ -299,5 +329,28 @@ models:
     } finally {
       if (worker !== second) await second.drain(1_000);
     }
+  });
+
+  test("a provider chunk over max_payload goes out as several consecutive deltas, each a bus message far below it", async () => {
+    const streamId = newStreamId();
+    const stream = listen(streamId);
+    await submit(job(streamId, longText(MiB), "huge", "huge"));
+    const events = await stream.done;
+    assert.equal(events.at(-1)?.event?.$case, "done");
+    assert.deepEqual(
+      events.map((event) => event.seq),
+      events.map((_event, index) => index + 1),
+    );
+    assert.equal(text(events), hugeText);
+    const tools = events.flatMap((event) => (event.event?.$case === "toolCallDelta" ? [event.event.value] : []));
+    assert.ok(tools.length >= 2, `${tools.length} tool-call deltas`);
+    assert.equal(tools.map((tool) => tool.arguments).join(""), hugeArguments);
+    assert.deepEqual(
+      tools.map((tool) => [tool.index, tool.id, tool.name]),
+      [[0, "call_huge", "lookup"], ...tools.slice(1).map(() => [0, "", ""])],
+    );
+    assert.ok(events.filter((event) => event.event?.$case === "textDelta").length >= 2);
+    const largest = Math.max(...stream.sizes);
+    assert.ok(largest < 256 * 1024, `the largest event is ${largest} bytes`);
   });
 });
