@@ -227,7 +227,7 @@ models:
     await bodyGone(streamId);
   });
 
-  test("the bucket keeps bodies on file for as long as a job can live, bounded in size", async () => {
+  test("the bucket keeps bodies on file for as long as a job can live, bounded in size, as configured at every start", async () => {
     const status = await bus.bodies.status();
     assert.equal(status.storage, "file");
     assert.equal(status.ttl, (busConfig.bus.jobMaxAge + 60_000) * 1_000_000);
@@ -237,6 +237,13 @@ models:
     const info = await bus.bodies.info("probe");
     assert.ok(info && info.chunks >= 4 && (info.options?.max_chunk_size ?? Infinity) <= INLINE_JOB_CAP, JSON.stringify(info?.options));
     await bus.bodies.delete("probe");
+    // A changed config reaches a bucket that already exists (nats.js's create alone leaves it as it was), and back.
+    await ensureTopology(bus.nc, { ...busConfig.bus, jobMaxAge: 60_000, bodiesMaxBytes: 64 * MiB });
+    const changed = await bus.bodies.status();
+    assert.equal(changed.ttl, 120_000 * 1_000_000);
+    assert.equal(changed.streamInfo.config.max_bytes, 64 * MiB);
+    await ensureTopology(bus.nc, busConfig.bus);
+    assert.equal((await bus.bodies.status()).ttl, status.ttl);
   });
 
   test("a body that is gone ends the stream with RUNNEL_ERR_BODY_UNAVAILABLE; the provider is never called", async () => {
