@@ -117,6 +117,7 @@ models:
       jobMaxAge: 5 * 60_000,
       jobAckWait: 30_000,
       streamRecordTtl: 60 * 60_000,
+      bodiesMaxBytes: 1024 * 1024 * 1024,
     });
     assert.deepEqual(config.worker, { concurrency: 256, drainTimeout: 30_000 });
     assert.deepEqual(config.ingress, {

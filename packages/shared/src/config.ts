@@ -175,6 +175,16 @@ const bus = z
     jobAckWait: duration.default(30_000),
     /** How long a stream's record stays in the KV bucket. */
     streamRecordTtl: duration.default(60 * 60_000),
+    /**
+     * Upper bound of the object store holding large requests while their jobs
+     * wait or run (docs/architecture.md, "Large requests"); a large request that
+     * does not fit is refused with RUNNEL_ERR_OVERLOADED.
+     */
+    bodiesMaxBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024 * 1024),
   })
   .strict();
 

@@ -50,7 +50,7 @@ export const ERRORS = {
     grpcCode: 8,
     type: "server_error",
     retryable: true,
-    description: "The job could not be queued (the job queue is full or NATS refused it).",
+    description: "The job could not be queued (the job queue or the large-request store is full, or NATS refused it).",
   },
   RUNNEL_ERR_SHUTTING_DOWN: {
     httpStatus: 503,
@@ -177,6 +177,13 @@ export const ERRORS = {
     type: "invalid_request_error",
     retryable: false,
     description: "The request body is larger than `ingress.bodyLimitBytes`.",
+  },
+  RUNNEL_ERR_BODY_UNAVAILABLE: {
+    httpStatus: 502,
+    grpcCode: 14,
+    type: "server_error",
+    retryable: true,
+    description: "The worker could not read a large request's body from the `runnel_bodies` object store (past its TTL, or NATS failed).",
   },
   RUNNEL_ERR_INTERNAL: {
     httpStatus: 500,

@@ -12,9 +12,12 @@ import {
   finishReasonFromOpenAI,
   isTerminal,
   type Job,
+  MAX_DELTA_CHARS,
   openAIFinishReason,
   StreamEvent,
+  splitDelta,
 } from "./events.js";
+import { INLINE_JOB_CAP, inlineJobLimit } from "./request-bodies.js";
 
 function roundTrip(event: StreamEvent): StreamEvent {
   const bytes = encodeEvent(event);
@@ -159,6 +162,7 @@ describe("encodeJob / decodeJob", () => {
       traceContext: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "vendor=x" },
       keyId: "team-a",
       affinityKey: "",
+      requestRef: "",
     };
   }
 
@@ -188,6 +192,76 @@ describe("encodeJob / decodeJob", () => {
     const decoded = decodeJob(encodeJob(job(undefined)));
     assert.equal(decoded.request, undefined);
     assert.equal(decoded.routes.length, 2);
+  });
+
+  test("a job without its request (a reference instead) round-trips, and an old job reads as inline", () => {
+    const reference = { ...job(undefined), requestRef: "st_01HZX3J9Y8K7" };
+    assert.deepEqual(decodeJob(encodeJob(reference)), reference);
+    assert.equal(decodeJob(encodeJob(job(fullRequest))).requestRef, "");
+  });
+});
+
+describe("jobs on the queue stay far below the server's max_payload", () => {
+  test("the inline limit is the cap on a default server, and under max_payload on a small one", () => {
+    assert.equal(inlineJobLimit(1024 * 1024), INLINE_JOB_CAP);
+    assert.equal(inlineJobLimit(64 * 1024 * 1024), INLINE_JOB_CAP);
+    assert.ok(inlineJobLimit(128 * 1024) < 128 * 1024);
+    assert.ok(inlineJobLimit(128 * 1024) > 64 * 1024);
+    // Before the server said anything: nats.js's own default of 1 MiB.
+    assert.equal(inlineJobLimit(undefined), INLINE_JOB_CAP);
+  });
+});
+
+describe("splitDelta: no event larger than a bus message", () => {
+  const text = (body: EventBody) =>
+    body.$case === "textDelta" || body.$case === "reasoningDelta" ? body.value.text : body.$case === "toolCallDelta" ? body.value.arguments : "";
+
+  test("a delta within the bound, and any other event, comes back alone and unchanged", () => {
+    const small: EventBody = { $case: "textDelta", value: { text: "x".repeat(MAX_DELTA_CHARS) } };
+    assert.deepEqual(splitDelta(small), [small]);
+    const done: EventBody = { $case: "done", value: { finishReason: FinishReason.FINISH_REASON_STOP } };
+    assert.deepEqual(splitDelta(done), [done]);
+  });
+
+  test("a 2 MB text delta becomes consecutive deltas that join to it, each encoding well under 1 MiB", () => {
+    const big = "río ".repeat(500_000);
+    const parts = splitDelta({ $case: "textDelta", value: { text: big } });
+    assert.ok(parts.length >= 2);
+    assert.equal(parts.map(text).join(""), big);
+    for (const part of parts) {
+      assert.equal(part.$case, "textDelta");
+      assert.ok(encodeEvent(event(part)).length < 256 * 1024, `${encodeEvent(event(part)).length} bytes`);
+    }
+  });
+
+  test("reasoning splits the same way", () => {
+    const parts = splitDelta({ $case: "reasoningDelta", value: { text: "t".repeat(10) } }, 4);
+    assert.deepEqual(
+      parts.map((part) => [part.$case, text(part)]),
+      [
+        ["reasoningDelta", "tttt"],
+        ["reasoningDelta", "tttt"],
+        ["reasoningDelta", "tt"],
+      ],
+    );
+  });
+
+  test("a tool call's id and name go with its first piece only; every piece keeps the call's index", () => {
+    const parts = splitDelta({ $case: "toolCallDelta", value: { index: 2, id: "call_1", name: "lookup", arguments: '{"q":"abcdefgh"}' } }, 5);
+    assert.equal(parts.map(text).join(""), '{"q":"abcdefgh"}');
+    assert.deepEqual(
+      parts.map((part) => (part.$case === "toolCallDelta" ? [part.value.index, part.value.id, part.value.name] : [])),
+      [[2, "call_1", "lookup"], ...Array.from({ length: parts.length - 1 }, () => [2, "", ""])],
+    );
+  });
+
+  test("a cut never falls between the halves of a surrogate pair", () => {
+    // "a" then emoji (two code units each): a cut after 2 units would split the first emoji.
+    const emoji = "a😀😀😀";
+    const parts = splitDelta({ $case: "textDelta", value: { text: emoji } }, 2);
+    assert.equal(parts.map(text).join(""), emoji);
+    for (const part of parts) assert.equal(Buffer.from(text(part), "utf8").toString("utf8"), text(part), "each piece is valid UTF-16");
+    assert.deepEqual(parts.map(text), ["a", "😀", "😀", "😀"]);
   });
 });
 

@@ -43,6 +43,57 @@ export function decodeJob(bytes: Uint8Array): Job {
   return Job.decode(bytes);
 }
 
+/**
+ * The most UTF-16 code units one delta event carries: at most 3 bytes each in
+ * UTF-8, so an event stays near 192 KiB, far below any NATS `max_payload`
+ * (1 MiB by default), which refuses a larger message outright.
+ */
+export const MAX_DELTA_CHARS = 64 * 1024;
+
+/**
+ * A text, reasoning or tool-call delta longer than `maxChars` (a provider may
+ * send a whole tool call's arguments in one chunk) as consecutive deltas of
+ * at most `maxChars` each, which every encoder joins back as it joins a
+ * provider's own deltas; a cut never falls between the two halves of a
+ * surrogate pair. A tool call's id and name go with its first piece only, as
+ * providers stream them. Any other event, and every delta within the bound,
+ * comes back alone and unchanged.
+ */
+export function splitDelta(body: EventBody, maxChars = MAX_DELTA_CHARS): EventBody[] {
+  switch (body.$case) {
+    case "textDelta":
+      return body.value.text.length <= maxChars ? [body] : pieces(body.value.text, maxChars).map((text) => ({ $case: "textDelta", value: { text } }));
+    case "reasoningDelta":
+      return body.value.text.length <= maxChars ? [body] : pieces(body.value.text, maxChars).map((text) => ({ $case: "reasoningDelta", value: { text } }));
+    case "toolCallDelta": {
+      const { index, id, name, arguments: partial } = body.value;
+      if (partial.length <= maxChars) return [body];
+      return pieces(partial, maxChars).map((piece, at) => ({
+        $case: "toolCallDelta",
+        value: at === 0 ? { index, id, name, arguments: piece } : { index, id: "", name: "", arguments: piece },
+      }));
+    }
+    default:
+      return [body];
+  }
+}
+
+function pieces(text: string, maxChars: number): string[] {
+  const out: string[] = [];
+  for (let start = 0; start < text.length; ) {
+    let end = Math.min(start + maxChars, text.length);
+    // A high surrogate at the end of a piece: keep it with its low half.
+    if (end < text.length && end - start > 1 && isHighSurrogate(text.charCodeAt(end - 1))) end -= 1;
+    out.push(text.slice(start, end));
+    start = end;
+  }
+  return out;
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
+}
+
 /** Done and error end a stream; nothing follows them. */
 export function isTerminal(event: StreamEvent): boolean {
   const kind = event.event?.$case;

@@ -14,6 +14,7 @@ export * from "./lifecycle.js";
 export * from "./logger.js";
 export * from "./metrics.js";
 export * from "./nats-writes.js";
+export * from "./request-bodies.js";
 export * from "./routing.js";
 export * from "./stream-records.js";
 export * from "./subjects.js";

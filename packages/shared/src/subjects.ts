@@ -23,6 +23,13 @@ export const JOBS_CONSUMER = "runnel-workers";
 /** KV bucket of stream records (phase, owner), written with compare-and-set. */
 export const STREAMS_BUCKET = "runnel_streams";
 
+/**
+ * Object store of large requests: a request whose job would be too large for
+ * one NATS message waits here (object name: its stream id) while its job
+ * carries the name (`Job.request_ref`). See request-bodies.ts.
+ */
+export const BODIES_BUCKET = "runnel_bodies";
+
 /** Subject a worker listens on for cancels of the streams it owns. */
 export function cancelSubject(workerId: string): string {
   return `runnel.ctl.cancel.${workerId}`;

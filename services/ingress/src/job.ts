@@ -27,6 +27,7 @@ export function buildJob(input: JobInput): Job {
     traceContext: {},
     keyId: input.keyId,
     affinityKey: affinityKeyFor(input.request, input.session),
+    requestRef: "",
   };
 }
 

@@ -9,8 +9,9 @@ import {
   type Bus,
   type ControlPlaneLink,
   cancelStream,
+  deleteRequest,
   EventLog,
-  encodeJob,
+  encodeJobForQueue,
   isTerminal,
   isTerminalPhase,
   JOBS_SUBJECT,
@@ -105,20 +106,27 @@ export class StreamService {
       { subject: JOBS_SUBJECT, messageId: job.streamId },
       { [RunnelAttributes.STREAM_ID]: job.streamId, [RunnelAttributes.MODEL]: job.model },
     );
-    const data = encodeJob({ ...job, traceContext: traceContextMap(publishing) });
-    span.setAttribute("messaging.message.body.size", data.length);
+    const { bus } = this.#deps;
     const publishedAt = performance.now();
     reader.onFirstEvent(() => this.#telemetry.firstByte((performance.now() - publishedAt) / 1000, requestSpan));
+    let stored: boolean | undefined;
     try {
-      await context.with(publishing, () => this.#deps.bus.js.publish(JOBS_SUBJECT, data, { msgID: job.streamId, timeout: 5_000 }));
+      // A request too large for one NATS message goes to the object store first; the job then carries its name.
+      const queued = await encodeJobForQueue(bus, { ...job, traceContext: traceContextMap(publishing) });
+      stored = queued.stored;
+      span.setAttribute("messaging.message.body.size", queued.data.length);
+      await context.with(publishing, () => bus.js.publish(JOBS_SUBJECT, queued.data, { msgID: job.streamId, timeout: 5_000 }));
       this.#telemetry.jobPublished((performance.now() - publishedAt) / 1000);
     } catch (error) {
       recordFailure(span, error, "RUNNEL_ERR_OVERLOADED");
       this.#telemetry.jobPublished((performance.now() - publishedAt) / 1000, "RUNNEL_ERR_OVERLOADED");
       reader.close();
+      // No worker will run the job (the cancel below stops one queued after all), so no one needs its body.
+      if (stored) deleteRequest(bus, job.streamId).catch(() => {});
       // A timed-out publish may still have been stored: record a cancel so no worker ever starts it.
       void this.cancel(job.streamId, "the job could not be queued");
-      throw new RunnelError("RUNNEL_ERR_OVERLOADED", "the job could not be queued", { cause: error });
+      const what = stored === undefined ? "the request body could not be stored for the job" : "the job could not be queued";
+      throw new RunnelError("RUNNEL_ERR_OVERLOADED", what, { cause: error });
     } finally {
       span.end();
     }

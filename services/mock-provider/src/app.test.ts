@@ -241,6 +241,7 @@ describe("other routes", () => {
     const [streamed, failed] = requests;
     assert.deepEqual(Object.keys(streamed ?? {}).sort(), [
       "authorization",
+      "bodyBytes",
       "clientClosed",
       "clientClosedAt",
       "credentialSha256",
@@ -250,6 +251,7 @@ describe("other routes", () => {
       "format",
       "headersSentAt",
       "id",
+      "messageDigests",
       "messages",
       "model",
       "receivedAt",
@@ -271,6 +273,8 @@ describe("other routes", () => {
     assert.equal(typeof streamed?.firstTokenAt, "number");
     assert.ok((streamed?.firstTokenAt as number) >= (streamed?.headersSentAt as number));
     assert.deepEqual(streamed?.messages, [{ role: "user", text: "say something nice" }]);
+    assert.deepEqual(streamed?.messageDigests, [{ length: 18, sha256: createHash("sha256").update("say something nice").digest("hex") }]);
+    assert.equal(typeof streamed?.bodyBytes, "number");
     assert.equal(failed?.fail, "500");
     assert.equal(failed?.firstTokenAt, null);
     assert.equal(failed?.authorization, false);

@@ -330,7 +330,9 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     authorization: credential !== undefined,
     credentialSha256: credential === undefined ? null : createHash("sha256").update(credential).digest("hex"),
     traceparent: typeof request.headers.traceparent === "string" ? request.headers.traceparent : null,
+    bodyBytes: null,
     messages: [],
+    messageDigests: [],
   };
   state.journal.add(entry);
   const exchange = createExchange(state, request, response, entry);
@@ -344,6 +346,7 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
     throw error;
   }
   if (text === null) return reply(wire.tooLarge(`The request body exceeds ${MAX_BODY_BYTES} bytes.`));
+  entry.bodyBytes = Buffer.byteLength(text);
 
   const parsed = wire.parse(text, route);
   if (!parsed.ok) return reply(parsed.error);
@@ -351,6 +354,7 @@ async function handleChat(state: AppState, request: IncomingMessage, response: S
   entry.model = chat.model;
   entry.stream = chat.stream;
   entry.messages = chat.messages.map((message) => ({ role: message.role, text: message.text.slice(0, JOURNAL_TEXT_LIMIT) }));
+  entry.messageDigests = chat.messages.map((message) => ({ length: message.text.length, sha256: createHash("sha256").update(message.text).digest("hex") }));
   state.journal.changed(entry);
 
   let scenario: Scenario;

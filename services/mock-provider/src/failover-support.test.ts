@@ -5,6 +5,7 @@
  * first token went out.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, test } from "node:test";
 import { answerText, planCompletion, prefillTokens } from "./completion.js";
 import type { ChatRequest } from "./openai.js";
@@ -276,9 +277,11 @@ describe("the journal for failover tests", () => {
     assert.equal(stalled?.firstTokenAt, null);
   });
 
-  test("a long message is kept cut to JOURNAL_TEXT_LIMIT characters", async (t) => {
+  test("a long message is kept cut to JOURNAL_TEXT_LIMIT characters; its digest is of the whole text", async (t) => {
     const { url, app } = await startMock(t);
     await (await chat(url, { model: "mock?tokens=1", messages: [{ role: "user", content: "w".repeat(5000) }] })).text();
     assert.equal(app.journal.entries()[0]?.messages[0]?.text.length, 4096);
+    assert.equal(app.journal.entries()[0]?.messageDigests[0]?.length, 5000);
+    assert.equal(app.journal.entries()[0]?.messageDigests[0]?.sha256, createHash("sha256").update("w".repeat(5000)).digest("hex"));
   });
 });

@@ -20,7 +20,9 @@ function entry(id: string): JournalEntry {
     authorization: false,
     credentialSha256: null,
     traceparent: null,
+    bodyBytes: null,
     messages: [],
+    messageDigests: [],
   };
 }
 

@@ -38,12 +38,20 @@ export interface JournalEntry {
   credentialSha256: string | null;
   /** The W3C `traceparent` header the request carried (a gateway continuing the client's trace), if any. */
   traceparent: string | null;
+  /** Bytes of the request body as received; null until it was read (or when it was over the limit). */
+  bodyBytes: number | null;
   /**
    * The conversation's turns (role as the format names it, text parts joined,
    * each cut to JOURNAL_TEXT_LIMIT characters), so a test can check what a
    * gateway sent, a prefill for instance. Empty when the body could not be read.
    */
   messages: { role: string; text: string }[];
+  /**
+   * Of each turn of `messages`, in the same order, its whole text: the length
+   * in UTF-16 code units (JavaScript's string length) and the SHA-256 (hex) of
+   * its UTF-8 bytes, so a test can check that a long turn arrived whole.
+   */
+  messageDigests: { length: number; sha256: string }[];
 }
 
 /** Characters of each message's text the journal keeps. */

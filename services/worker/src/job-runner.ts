@@ -7,6 +7,7 @@
  */
 import {
   type Bus,
+  deleteRequest,
   ERRORS,
   type EventBody,
   EventLog,
@@ -18,6 +19,7 @@ import {
   type HealthBook,
   type Job,
   type Logger,
+  loadRequest,
   OutcomeKind,
   openAIFinishReason,
   type Route,
@@ -27,6 +29,8 @@ import {
   type StreamLog,
   StreamPhase,
   type StreamRecords,
+  splitDelta,
+  storeRequest,
   streamLog,
   toRunnelError,
   type Usage,
@@ -191,6 +195,10 @@ async function generate(
   try {
     const table = context.routing();
     if (!table) throw new RunnelError("RUNNEL_ERR_NO_ROUTE", "this worker has no routing snapshot yet");
+    // A large request travels beside its job (request-bodies.ts). Read into the job itself, so every
+    // reader of it (the route runner, telemetry) sees one shape, and after the claim: a redelivered
+    // job of a stream that already ended never needs its body.
+    if (job.requestRef) job.request = await loadRequest(bus, job, controller.signal);
     const includeUsage = job.request?.includeUsage === true;
     let streamUsage: Usage | undefined;
     const runner = new RouteRunner(
@@ -226,7 +234,8 @@ async function generate(
             terminal.catch(() => {});
             return;
           }
-          publisher.publish(sequencer.next(body));
+          // One event is one NATS message, refused over max_payload: a huge delta goes out as several.
+          for (const piece of splitDelta(body)) publisher.publish(sequencer.next(piece));
         },
       },
     );
@@ -275,21 +284,35 @@ async function generate(
 
   if (outcome === "handed-off") {
     // The record stays RUNNING under this worker: the next worker to get the job takes it over.
+    // The job goes back as a new message, which lives another jobMaxAge: its body is stored again to live as long.
+    if (job.requestRef && job.request) {
+      await storeRequest(bus, job.requestRef, job.request).catch((error: unknown) =>
+        log.warn({ err: error }, "storing the request body again for the takeover failed; it stays until its first TTL"),
+      );
+    }
     log.info({ last_seq: sequencer.last }, "stream handed off for another worker to take over");
     return outcome;
   }
   // Record the end. A cancel recorded meanwhile wins: the record stays cancelled.
   const phase =
     outcome === "done" ? StreamPhase.STREAM_PHASE_DONE : outcome === "cancelled" ? StreamPhase.STREAM_PHASE_CANCELLED : StreamPhase.STREAM_PHASE_FAILED;
+  let takenOver = false;
   for (let attempt = 0; attempt < 5; attempt++) {
     const updated = await records.update(record, { phase, lastSeq: sequencer.last, errorCode, provider: served?.provider ?? "" });
     if (updated) break;
     const current = await records.get(job.streamId);
     if (!current || current.state.phase === StreamPhase.STREAM_PHASE_CANCELLED || current.state.owner !== workerId) {
       if (current && current.state.owner === workerId) await records.update(current, { lastSeq: sequencer.last });
+      takenOver = current !== undefined && current.state.owner !== workerId;
       break;
     }
     record = current;
+  }
+  // The stream is over and no takeover can need the body (it would find the end in the log), unless
+  // another worker took the stream from this one and may still be reading it. Not awaited: the end is
+  // already out, and the bucket's TTL reclaims a body whose delete fails.
+  if (job.requestRef && !takenOver) {
+    deleteRequest(bus, job.requestRef).catch((error: unknown) => log.debug({ err: error }, "deleting the request body failed; its TTL reclaims it"));
   }
   log.debug({ outcome, events: sequencer.last }, "stream ended");
   return outcome;

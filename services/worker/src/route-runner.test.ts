@@ -269,6 +269,7 @@ function harness(
       traceContext: {},
       keyId: "",
       affinityKey: runOptions.affinityKey ?? "",
+      requestRef: "",
     };
     const runner = new RouteRunner(
       {

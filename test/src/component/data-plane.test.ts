@@ -114,6 +114,7 @@ models:
     traceContext: {},
     keyId: "",
     affinityKey: "",
+    requestRef: "",
   });
 
   /** Subscribes to a stream's events; `done` resolves at the terminal event (or after `timeoutMs` with what came). */

@@ -37,6 +37,7 @@ function sampleJob(): Job {
     traceContext: {},
     keyId: "",
     affinityKey: "",
+    requestRef: "",
   } as unknown as Job;
 }
 

@@ -55,8 +55,12 @@ export interface MockRequest {
   credentialSha256: string | null;
   /** The `traceparent` header the provider received. */
   traceparent: string | null;
-  /** The conversation the request carried: role and text of each turn. */
+  /** The conversation the request carried: role and text of each turn (the text cut to 4096 characters). */
   messages: { role: string; text: string }[];
+  /** Of each turn, its whole text's length and SHA-256 (hex, of its UTF-8 bytes). */
+  messageDigests: { length: number; sha256: string }[];
+  /** Bytes of the request body the mock received. */
+  bodyBytes: number | null;
 }
 
 export async function mockRequests(stack: Stack): Promise<MockRequest[]> {

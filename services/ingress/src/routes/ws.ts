@@ -14,6 +14,10 @@
  *     {"type":"error","id","streamId"?,"error":{message,type,param,code}}  terminal for `id`;
  *                                                          `id` null for a frame that could not be read
  *
+ * A request's body may be as large as an HTTP body (`ingress.bodyLimitBytes`);
+ * a larger one gets an error frame RUNNEL_ERR_BODY_TOO_LARGE. A frame beyond
+ * the limit plus WS_ENVELOPE_BYTES is not read at all: close 1009.
+ *
  * The socket itself: no compression (`permessage-deflate` is never
  * negotiated), protocol pings every `ingress.heartbeatInterval` (no pong or
  * frame for two intervals: close 1001), flow control on `bufferedAmount`
@@ -40,6 +44,13 @@ export const WS_PATH = "/v1/ws";
 export const WS_PROTOCOL = "runnel.v1";
 /** Browsers cannot set headers on a WebSocket: they send the API key as the subprotocol `runnel.bearer.<key>`. */
 export const WS_BEARER_PREFIX = "runnel.bearer.";
+/**
+ * Room a frame has beyond `ingress.bodyLimitBytes` for the envelope around a
+ * request's body (`type`, an `id` of up to 256 characters): a body over the
+ * limit inside it is refused with an error frame, as HTTP answers a 413. Only
+ * a frame larger than the limit plus this closes the socket (1009).
+ */
+export const WS_ENVELOPE_BYTES = 64 * 1024;
 /** Streams (requests and resumes) one socket may run at once; one more is answered with an error frame. */
 export const MAX_STREAMS_PER_SOCKET = 64;
 
@@ -49,6 +60,8 @@ export const WS_CLOSE = {
   NO_PONG: 1001,
   /** The client sent a binary frame: it does not speak this protocol. */
   UNSUPPORTED_DATA: 1003,
+  /** A frame larger than `ingress.bodyLimitBytes` + WS_ENVELOPE_BYTES (sent by the `ws` library, which stops reading it). */
+  MESSAGE_TOO_BIG: 1009,
   /** The client read nothing for `ingress.stuckClientTimeout` while frames waited; its streams are cancelled. */
   STUCK_CLIENT: 1008,
   /** The ingress is shutting down: resume the streams (from the last seq received) on another replica. */
@@ -91,7 +104,7 @@ export function registerWebSocket(app: FastifyInstance, context: RouteContext): 
   const server = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
-    maxPayload: context.options.bodyLimitBytes,
+    maxPayload: context.options.bodyLimitBytes + WS_ENVELOPE_BYTES,
     clientTracking: false,
     handleProtocols: (protocols) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
   });
@@ -158,6 +171,11 @@ function refuseUpgrade(socket: Duplex, error: RunnelError): void {
       "Connection: close\r\n\r\n" +
       body,
   );
+}
+
+function frameBytes(data: RawData): number {
+  if (Array.isArray(data)) return data.reduce((sum, part) => sum + part.length, 0);
+  return data.byteLength;
 }
 
 function frameText(data: RawData): string {
@@ -265,7 +283,7 @@ class Session {
     const refused = (error: unknown) => this.#sendError(key, error);
     switch (message.type) {
       case "request":
-        this.#request(key, message.body).catch(refused);
+        this.#request(key, message.body, frameBytes(data)).catch(refused);
         break;
       case "resume":
         this.#resume(key, message.streamId, message.after, message.token).catch(refused);
@@ -296,9 +314,14 @@ class Session {
   }
 
   /** Everything that can refuse the request happens before the first await, so refusals come back in frame order. */
-  async #request(key: string, body: unknown): Promise<void> {
+  async #request(key: string, body: unknown, frameSize: number): Promise<void> {
     const context = this.#context;
     context.refuseIfClosing();
+    // The body's size as HTTP counts it, its JSON text; only a frame over the limit can hold a body over it.
+    const limit = context.options.bodyLimitBytes;
+    if (frameSize > limit && Buffer.byteLength(JSON.stringify(body)) > limit) {
+      throw new RunnelError("RUNNEL_ERR_BODY_TOO_LARGE", `Request body is larger than ${limit} bytes`, { param: "body" });
+    }
     // The body is an OpenAI request; over a WebSocket it is always streamed, whatever `stream` says.
     const parsed = parseChatCompletionRequest(typeof body === "object" && body !== null && !Array.isArray(body) ? { ...body, stream: true } : body);
     const routing = context.routing();

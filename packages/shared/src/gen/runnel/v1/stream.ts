@@ -211,6 +211,14 @@ export interface Job {
    * session id from the client, or a hash of the prompt's prefix).
    */
   affinityKey: string;
+  /**
+   * Set instead of `request` when the request is too large to travel in the
+   * job (a NATS message is bounded by the server's max_payload): the name of
+   * the object in the `runnel_bodies` object store that holds the encoded
+   * ChatRequest. The worker reads it before it runs the stream. Empty: the
+   * request is inline, as in every job of an older ingress.
+   */
+  requestRef: string;
 }
 
 export interface Job_TraceContextEntry {
@@ -1188,6 +1196,7 @@ function createBaseJob(): Job {
     traceContext: {},
     keyId: "",
     affinityKey: "",
+    requestRef: "",
   };
 }
 
@@ -1219,6 +1228,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.affinityKey !== "") {
       writer.uint32(74).string(message.affinityKey);
+    }
+    if (message.requestRef !== "") {
+      writer.uint32(82).string(message.requestRef);
     }
     return writer;
   },
@@ -1311,6 +1323,14 @@ export const Job: MessageFns<Job> = {
             message.affinityKey = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.requestRef = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1380,6 +1400,11 @@ export const Job: MessageFns<Job> = {
         : isSet(object.affinity_key)
         ? globalThis.String(object.affinity_key)
         : "",
+      requestRef: isSet(object.requestRef)
+        ? globalThis.String(object.requestRef)
+        : isSet(object.request_ref)
+        ? globalThis.String(object.request_ref)
+        : "",
     };
   },
 
@@ -1418,6 +1443,9 @@ export const Job: MessageFns<Job> = {
     if (message.affinityKey !== "") {
       obj.affinityKey = message.affinityKey;
     }
+    if (message.requestRef !== "") {
+      obj.requestRef = message.requestRef;
+    }
     return obj;
   },
 
@@ -1445,6 +1473,7 @@ export const Job: MessageFns<Job> = {
     );
     message.keyId = object.keyId ?? "";
     message.affinityKey = object.affinityKey ?? "";
+    message.requestRef = object.requestRef ?? "";
     return message;
   },
 };
