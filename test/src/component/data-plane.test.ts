@@ -177,7 +177,7 @@ models:
     for (const { stream } of streams) assert.equal((await stream.done).at(-1)?.event?.$case, "done");
   });
 
-  test("a job streams started, every token, usage and done, numbered 1..N without gaps", async () => {
+  test("a job streams started, every token, and done with its usage, numbered 1..N without gaps", async () => {
     const streamId = newStreamId();
     const stream = listen(streamId);
     await submit(job(streamId));
@@ -189,8 +189,11 @@ models:
     assert.equal(events[0]?.event?.$case, "started");
     const text = events.map((event) => (event.event?.$case === "textDelta" ? event.event.value.text : "")).join("");
     assert.equal(text, mockText(32, 0));
-    assert.equal(events.at(-2)?.event?.$case, "usage");
-    assert.equal(events.at(-1)?.event?.$case, "done");
+    // Usage travels on the terminal event (the job asked for it), not as an event before it.
+    assert.equal(events.filter((event) => event.event?.$case === "usage").length, 0);
+    const done = events.at(-1)?.event;
+    assert.equal(done?.$case, "done");
+    assert.equal(done?.$case === "done" && done.value.usage?.outputTokens, 32);
     // The record is written right after the terminal event is published.
     let record = await records.get(streamId);
     for (let tries = 0; tries < 100 && record?.state.phase === StreamPhase.STREAM_PHASE_RUNNING; tries++) {
