@@ -87,6 +87,17 @@ export function buildIngress(deps: IngressDeps): Ingress {
     return503OnClosing: false,
   });
 
+  // An empty body with a JSON content type is no body, not an error: clients
+  // that set one header on every call (DELETE /v1/streams/{id} included)
+  // must be able to send bodiless requests. A route that needs a body still
+  // says so, with a 400 naming it.
+  const json = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+    if (body.length === 0) done(null, undefined);
+    else json(request, body as string, done);
+  });
+
   // The request's server span (HTTP instrumentation) is named by its route, not its URL.
   app.addHook("onRequest", (request, _reply, done) => {
     setHttpRoute(request.routeOptions.url);

@@ -151,6 +151,94 @@ describe("stream resources and more clients", () => {
     assert.equal(status.status, "cancelled");
   });
 
+  test("DELETE with content-type: application/json and no body cancels (clients that set one header on every call)", async () => {
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("long", { stream: true }),
+    });
+    const streamId = response.headers.get("x-runnel-stream-id") ?? "";
+    const token = response.headers.get("x-runnel-resume-token") ?? "";
+    const body = response.text();
+    const cancel = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}`, {
+      method: "DELETE",
+      headers: { "content-type": "application/json", "x-runnel-resume-token": token },
+    });
+    assert.equal(cancel.status, 200, await cancel.clone().text());
+    assert.equal(((await cancel.json()) as { id: string }).id, streamId);
+    const last = JSON.parse(parseSse(await body).events.at(-1)?.data ?? "{}") as { error?: { code: string } };
+    assert.equal(last.error?.code, "RUNNEL_ERR_CANCELLED");
+    // A request that needs a body still says so, in OpenAI's shape.
+    const empty = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" } });
+    assert.equal(empty.status, 400);
+    assert.equal(((await empty.json()) as { error: { code: string } }).error.code, "RUNNEL_ERR_INVALID_REQUEST");
+  });
+
+  test("during a long time to first token the client has its stream id within a second, and can cancel with it", { timeout: 30_000 }, async () => {
+    await fetch(`${e2e.stack.mockUrl}/_mock/requests`, { method: "DELETE" });
+    const sentAt = Date.now();
+    // `quiet`: the provider thinks 20 s before its first token.
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("quiet", { stream: true }),
+    });
+    const headersAfter = Date.now() - sentAt;
+    assert.equal(response.status, 200);
+    // ingress.holdHeaders is 500 ms; before, the headers waited for the first heartbeat (1 s here, 15 s by default).
+    assert.ok(headersAfter < 850, `headers (and the stream id) after ${headersAfter} ms`);
+    const streamId = response.headers.get("x-runnel-stream-id") ?? "";
+    assert.match(streamId, /^[A-Za-z0-9_-]{22}$/);
+    const body = response.text();
+    await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?ttft=20000") && !request.clientClosed, 5_000);
+    const token = response.headers.get("x-runnel-resume-token") ?? "";
+    assert.equal((await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token}`, { method: "DELETE" })).status, 200);
+    const closed = await waitForMockRequest(e2e.stack, (request) => request.model.startsWith("mock?ttft=20000") && request.clientClosed, 5_000);
+    assert.equal(closed.firstTokenAt, null, "cancelled before the provider's first token");
+    const last = JSON.parse(parseSse(await body).events.at(-1)?.data ?? "{}") as { error?: { code: string } };
+    assert.equal(last.error?.code, "RUNNEL_ERR_CANCELLED", "a failure after the headers is an error event in the stream");
+  });
+
+  test("no streaming response is silent for longer than one heartbeat interval, also when a stall starts right after a token", {
+    timeout: 30_000,
+  }, async () => {
+    // ingress.heartbeatInterval is 1 s here; the token lands just after the writer's first tick.
+    for (const [path, body, accept] of [
+      ["/v1/chat/completions", chatBody("stall-after-token", { stream: true }), "text/event-stream"],
+      ["/v1/chat/completions", chatBody("stall-after-token", { stream: true }), "application/x-ndjson"],
+      [
+        "/v1/messages",
+        JSON.stringify({ model: "stall-after-token", max_tokens: 64, stream: true, messages: [{ role: "user", content: "hi" }] }),
+        "text/event-stream",
+      ],
+    ] as const) {
+      const controller = new AbortController();
+      const response = await fetch(`${e2e.stack.ingressUrl}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept },
+        body,
+        signal: controller.signal,
+      });
+      const arrivals: { at: number; text: string }[] = [];
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
+      const until = Date.now() + 5_000;
+      while (Date.now() < until) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        arrivals.push({ at: Date.now(), text: decoder.decode(value, { stream: true }) });
+      }
+      controller.abort();
+      const token = arrivals.findIndex((arrival) => /"(content|text)":"[^"]+/.test(arrival.text));
+      assert.ok(token >= 0, `${path} ${accept}: the token arrived (${JSON.stringify(arrivals.map((arrival) => arrival.text))})`);
+      const after = arrivals.slice(token);
+      assert.ok(after.length >= 4, `${path} ${accept}: heartbeats followed the token (${after.length - 1})`);
+      const gaps = after.slice(1).map((arrival, index) => arrival.at - (after[index] as { at: number }).at);
+      // One interval (1 s), with room for a loaded machine's timers; two intervals of silence fail.
+      assert.ok(Math.max(...gaps) < 1_400, `${path} ${accept}: gaps after the token ${gaps.join(", ")} ms`);
+    }
+  });
+
   test("an unknown stream is a 404 in OpenAI's error format", async () => {
     const response = await fetch(`${e2e.stack.ingressUrl}/v1/streams/AAAAAAAAAAAAAAAAAAAAAA`);
     assert.equal(response.status, 404);
