@@ -71,6 +71,12 @@ const provider = z
     retries: retries.default(retries.parse({})),
     /** A chunk that fails validation: "skip" it (counted and logged) or "fail" the stream. */
     malformedChunks: z.enum(["skip", "fail"]).default("skip"),
+    /**
+     * Send W3C trace context (traceparent, tracestate) with every request, so
+     * a provider that traces (vLLM, an OpenTelemetry-instrumented proxy) joins
+     * the request's trace. false: the provider sees no trace headers.
+     */
+    propagateTrace: z.boolean().default(true),
     /** Provider quirks handled inside the adapter. */
     quirks: z
       .object({

@@ -87,6 +87,7 @@ function snapshotWith(routes: Array<{ provider: string; weight?: number; priorit
       requestsPerMinute: 0,
       tokensPerMinute: 0,
       circuit: undefined,
+      propagateTrace: true,
     })),
     models: [
       {

@@ -40,6 +40,7 @@ export function buildSnapshot(config: Readonly<RunnelConfig>, version: number, n
       requestsPerMinute: provider.limits.requestsPerMinute ?? 0,
       tokensPerMinute: provider.limits.tokensPerMinute ?? 0,
       circuit: { failureThreshold: provider.circuit.failureThreshold, probeIntervalMs: provider.circuit.probeInterval },
+      propagateTrace: provider.propagateTrace,
     })),
     models: config.models.map((model) => {
       const priorities = effectivePriorities(model.routes);

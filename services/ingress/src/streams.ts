@@ -112,7 +112,9 @@ export class StreamService {
     let stored: boolean | undefined;
     try {
       // A request too large for one NATS message goes to the object store first; the job then carries its name.
-      const queued = await encodeJobForQueue(bus, { ...job, traceContext: traceContextMap(publishing) });
+      // Tracing: the job carries the publish span's context. Not tracing: whatever the client sent, as it came.
+      const carried = traceContextMap(publishing);
+      const queued = await encodeJobForQueue(bus, { ...job, traceContext: Object.keys(carried).length > 0 ? carried : job.traceContext });
       stored = queued.stored;
       span.setAttribute("messaging.message.body.size", queued.data.length);
       await context.with(publishing, () => bus.js.publish(JOBS_SUBJECT, queued.data, { msgID: job.streamId, timeout: 5_000 }));

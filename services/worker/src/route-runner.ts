@@ -417,7 +417,8 @@ export class RouteRunner {
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
     this.#report(attempt, OutcomeKind.OUTCOME_KIND_STARTED);
-    this.#deps.observer.attemptStarted(attempt.info);
+    // The attempt's span when tracing; else whatever trace context the client sent, passed on as it came.
+    const traceHeaders = this.#deps.observer.attemptStarted(attempt.info) ?? this.#input.job.traceContext;
     const request = prefill ? withPrefill(this.#input.job.request, this.#partial) : (this.#input.job.request ?? emptyRequest());
     const firstToken = attempt.first.then(() => {
       const ttftMs = Math.round(performance.now() - attempt.startedAt);
@@ -433,6 +434,7 @@ export class RouteRunner {
         signal: attempt.controller.signal,
         ready: () => (attempt.forward ? this.#input.ready() : undefined),
         emit: (body) => attempt.receive(body),
+        traceHeaders,
         ...(this.#retrySameRouteFirst ? {} : { canFailOver: () => this.#canServeWithout(attempt) }),
         onRetry: (notice) => this.#deps.observer.retry(notice.provider, notice.attempt, notice.delayMs, notice.code),
       })

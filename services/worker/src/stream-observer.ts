@@ -21,8 +21,12 @@ export interface AttemptInfo {
 }
 
 export interface StreamObserver {
-  /** A provider request on one route is about to be sent. */
-  attemptStarted(attempt: AttemptInfo): void;
+  /**
+   * A provider request on one route is about to be sent. Returns the W3C
+   * trace headers that continue the attempt's span at the provider, or
+   * undefined when this observer traces nothing.
+   */
+  attemptStarted(attempt: AttemptInfo): Readonly<Record<string, string>> | undefined | void;
   /** The attempt produced its first token, `ttftMs` after it started. */
   firstToken(attempt: AttemptInfo, ttftMs: number): void;
   /** An attempt ended without winning or completing (failed, lost a hedge, was cancelled). */
@@ -42,7 +46,9 @@ export type ObserveJob = (job: Job) => StreamObserver;
 
 /** An observer that does nothing: the default when telemetry is off. */
 export const NOOP_OBSERVER: StreamObserver = Object.freeze({
-  attemptStarted() {},
+  attemptStarted() {
+    return undefined;
+  },
   firstToken() {},
   attemptEnded() {},
   retry() {},

@@ -22,7 +22,7 @@
  * time per output token of a stream).
  */
 import { type Attributes, context, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { Buckets, type Failover, FailoverMode, type Job, type Meter, type Route, RunnelAttributes, tracer, type Usage } from "@runnel/shared";
+import { Buckets, type Failover, FailoverMode, type Job, type Meter, type Route, RunnelAttributes, traceContextMap, tracer, type Usage } from "@runnel/shared";
 import type { AttemptInfo, ObserveJob, StreamEnd, StreamObserver } from "./stream-observer.js";
 
 /** `gen_ai.provider.name` of a provider type (the telemetry flavour its wire format is). */
@@ -129,7 +129,7 @@ export class JobTelemetry implements StreamObserver {
     if (job.createdAtMs > 0) instruments.queueLag.record(Math.max(0, now - job.createdAtMs) / 1000);
   }
 
-  attemptStarted(attempt: AttemptInfo): void {
+  attemptStarted(attempt: AttemptInfo): Readonly<Record<string, string>> | undefined {
     const request = this.#job.request;
     const attributes: Attributes = {
       "gen_ai.operation.name": "chat",
@@ -161,6 +161,9 @@ export class JobTelemetry implements StreamObserver {
       this.#instruments.hedges.add(1, { "runnel.route.provider": attempt.route.provider });
       this.#jobSpan?.addEvent("runnel.hedge", { "runnel.route.provider": attempt.route.provider, "gen_ai.request.model": attempt.route.model });
     }
+    // The provider continues the trace under this attempt's span (a non-recording span carries the context on).
+    const headers = traceContextMap(trace.setSpan(this.#parent, span));
+    return Object.keys(headers).length > 0 ? headers : undefined;
   }
 
   firstToken(attempt: AttemptInfo, ttftMs: number): void {

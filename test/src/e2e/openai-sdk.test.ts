@@ -65,6 +65,18 @@ describe("a chat completion through the whole stack", () => {
     assert.equal(usage[0]?.total_tokens, (usage[0]?.prompt_tokens ?? 0) + 32);
   });
 
+  test("with tracing off, a client's traceparent reaches the provider as it came, so the gateway does not break the client's trace", async () => {
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", traceparent, tracestate: "vendor=value" },
+      body: JSON.stringify({ model: "mock", stream: true, messages: [{ role: "user", content: "pass my trace on" }] }),
+    });
+    await response.text();
+    const seen = (await mockRequests(e2e.stack)).find((request) => request.messages.some((message) => message.text === "pass my trace on"));
+    assert.equal(seen?.traceparent, traceparent);
+  });
+
   test("with include_usage, OpenAI's order on SSE and NDJSON: the finish chunk, then the usage chunk (choices: []), then the end", async () => {
     // The SDK: the last chunk it yields carries usage, the one before it the finish reason.
     const stream = await client.chat.completions.create({

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { REPO_ROOT } from "@runnel/launcher";
 import { type CollectedSpan, type OtlpReceiver, SpanKind, startOtlpReceiver } from "../otlp-receiver.js";
-import { type E2E, parseSse, startE2E } from "./helpers.js";
+import { type E2E, mockRequests, parseSse, startE2E } from "./helpers.js";
 
 const CONFIG = join(REPO_ROOT, "test", "fixtures", "runnel.telemetry.yaml");
 const LOGS = join(REPO_ROOT, ".runnel", "logs", "telemetry");
@@ -207,6 +207,28 @@ describe("telemetry", () => {
       assert.equal(span.resource["service.version"], "0.1.0");
       assert.equal(span.resource["service.instance.id"], e2e.stack.services.get(service)?.instanceId);
     }
+  });
+
+  test("the provider's request continues the trace under its attempt's span (W3C traceparent); a provider with propagateTrace: false gets none", async () => {
+    const { streamId } = await complete(e2e.stack.ingressUrl, "mock", "trace me to the provider");
+    await receiver.waitFor(
+      (spans) => spans.some((span) => span.kind === SpanKind.CLIENT && span.attributes["runnel.stream.id"] === streamId),
+      15_000,
+      "the client span",
+    );
+    const client = receiver.spans.find((span) => span.kind === SpanKind.CLIENT && span.attributes["runnel.stream.id"] === streamId) as CollectedSpan;
+    const seen = (await mockRequests(e2e.stack)).find((request) => request.messages.some((message) => message.text === "trace me to the provider"));
+    assert.ok(seen, "the provider got the request");
+    const [version, traceId, parentId, flags] = (seen.traceparent ?? "").split("-");
+    assert.equal(version, "00");
+    assert.equal(traceId, client.traceId, "the provider's request is in the request's trace");
+    assert.equal(parentId, client.spanId, "under the attempt's client span");
+    assert.equal(flags, "01", "sampled");
+
+    await complete(e2e.stack.ingressUrl, "untraced", "no trace headers for me");
+    const untraced = (await mockRequests(e2e.stack)).find((request) => request.messages.some((message) => message.text === "no trace headers for me"));
+    assert.ok(untraced, "the provider got the request");
+    assert.equal(untraced.traceparent, null);
   });
 
   test("the logs of a stream carry its trace id and span id", async () => {

@@ -1,7 +1,7 @@
 /** `POST /v1/chat/completions`: the OpenAI API, streaming (SSE or NDJSON) and not. */
 import { newStreamId, RunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
-import { buildJob, sessionFrom } from "../job.js";
+import { buildJob, clientTraceContext, sessionFrom } from "../job.js";
 import type { ChunkContext } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import { type OpenStream, writeStream } from "../stream-writer.js";
@@ -29,6 +29,7 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
       routing,
       keyId: keyName,
       session: sessionFrom(request.headers),
+      traceContext: clientTraceContext(request.headers),
       now,
     });
     const reader = await context.streams.open(job);

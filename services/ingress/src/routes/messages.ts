@@ -9,7 +9,7 @@ import { newStreamId, RunnelError, toRunnelError } from "@runnel/shared";
 import type { FastifyError, FastifyInstance } from "fastify";
 import { anthropicError, anthropicErrorBody } from "../anthropic-encoder.js";
 import { parseMessagesRequest, toChatRequestFromMessages } from "../anthropic-request.js";
-import { buildJob, sessionFrom } from "../job.js";
+import { buildJob, clientTraceContext, sessionFrom } from "../job.js";
 import { writeStream } from "../stream-writer.js";
 import { anthropicWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
@@ -51,6 +51,7 @@ export function registerMessages(app: FastifyInstance, context: RouteContext): v
         routing,
         keyId: keyName,
         session: sessionFrom(request.headers),
+        traceContext: clientTraceContext(request.headers),
       });
       const reader = await context.streams.open(job);
       // Fields, not a child logger: a pino child per stream cost CPU and 1.9 KB of heap for as long as the stream was open.

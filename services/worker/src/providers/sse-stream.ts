@@ -75,7 +75,7 @@ export async function runSseStream(call: StreamCall, options: SseStreamOptions, 
     let response: Awaited<ReturnType<typeof httpRequest>>;
     const pending = httpRequest(exchange.url, {
       method: "POST",
-      headers: exchange.headers,
+      headers: provider.propagateTrace && call.traceHeaders ? { ...exchange.headers, ...call.traceHeaders } : exchange.headers,
       body: exchange.body,
       dispatcher: options.agents.get(provider),
       signal: controller.signal,

@@ -88,6 +88,7 @@ export async function upstream(t: TestHooks, handler: Handler, overrides: Partia
       requestsPerMinute: 0,
       tokensPerMinute: 0,
       circuit: undefined,
+      propagateTrace: true,
       ...overrides,
     },
     agents,

@@ -29,6 +29,11 @@ export interface StreamCall {
    * apply as configured.
    */
   readonly canFailOver?: () => boolean;
+  /**
+   * W3C trace context headers (traceparent, tracestate) for the provider
+   * request, sent when the provider's `propagateTrace` is on.
+   */
+  readonly traceHeaders?: Readonly<Record<string, string>>;
   /** Told of each retry on this route before the first token (telemetry of this stream). */
   readonly onRetry?: (notice: { readonly provider: string; readonly attempt: number; readonly delayMs: number; readonly code: string }) => void;
 }

@@ -301,7 +301,14 @@ export interface ProviderSpec {
   /** Budgets across all workers; 0 means none. */
   requestsPerMinute: number;
   tokensPerMinute: number;
-  circuit?: CircuitSpec | undefined;
+  circuit?:
+    | CircuitSpec
+    | undefined;
+  /**
+   * Send the W3C trace context (traceparent, tracestate) with each request, so a
+   * provider that traces (vLLM exports OpenTelemetry) joins the request's trace.
+   */
+  propagateTrace: boolean;
 }
 
 export interface ProviderSpec_HeadersEntry {
@@ -1057,6 +1064,7 @@ function createBaseProviderSpec(): ProviderSpec {
     requestsPerMinute: 0,
     tokensPerMinute: 0,
     circuit: undefined,
+    propagateTrace: false,
   };
 }
 
@@ -1103,6 +1111,9 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     }
     if (message.circuit !== undefined) {
       CircuitSpec.encode(message.circuit, writer.uint32(114).fork()).join();
+    }
+    if (message.propagateTrace !== false) {
+      writer.uint32(120).bool(message.propagateTrace);
     }
     return writer;
   },
@@ -1235,6 +1246,14 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
             message.circuit = CircuitSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.propagateTrace = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1304,6 +1323,11 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
         ? globalThis.Number(object.tokens_per_minute)
         : 0,
       circuit: isSet(object.circuit) ? CircuitSpec.fromJSON(object.circuit) : undefined,
+      propagateTrace: isSet(object.propagateTrace)
+        ? globalThis.Boolean(object.propagateTrace)
+        : isSet(object.propagate_trace)
+        ? globalThis.Boolean(object.propagate_trace)
+        : false,
     };
   },
 
@@ -1357,6 +1381,9 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     if (message.circuit !== undefined) {
       obj.circuit = CircuitSpec.toJSON(message.circuit);
     }
+    if (message.propagateTrace !== false) {
+      obj.propagateTrace = message.propagateTrace;
+    }
     return obj;
   },
 
@@ -1393,6 +1420,7 @@ export const ProviderSpec: MessageFns<ProviderSpec> = {
     message.circuit = (object.circuit !== undefined && object.circuit !== null)
       ? CircuitSpec.fromPartial(object.circuit)
       : undefined;
+    message.propagateTrace = object.propagateTrace ?? false;
     return message;
   },
 };
