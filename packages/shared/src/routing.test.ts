@@ -133,6 +133,7 @@ describe("buildSnapshot", () => {
       requestsPerMinute: 0,
       tokensPerMinute: 0,
       circuit: { failureThreshold: 5, probeIntervalMs: 10_000 },
+      propagateTrace: true,
     });
     const inherit = { connectMs: 0, firstTokenMs: 0, idleMs: 0, totalMs: 0 };
     const route = { acceptsPrefill: false, contextWindow: 0, timeouts: inherit };

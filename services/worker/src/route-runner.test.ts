@@ -163,9 +163,10 @@ class RecordingObserver implements StreamObserver {
   readonly attempts: AttemptInfo[] = [];
   readonly failovers: Failover[] = [];
 
-  attemptStarted(attempt: AttemptInfo): void {
+  attemptStarted(attempt: AttemptInfo): undefined {
     this.attempts.push(attempt);
     this.seen.push(`start ${attempt.route.provider}#${attempt.index}${attempt.hedge ? " hedge" : ""}${attempt.prefill ? " prefill" : ""}`);
+    return undefined;
   }
   firstToken(attempt: AttemptInfo, ttftMs: number): void {
     assert.ok(Number.isFinite(ttftMs) && ttftMs >= 0, `ttft ${ttftMs}`);

@@ -26,7 +26,7 @@ export interface StreamObserver {
    * trace headers that continue the attempt's span at the provider, or
    * undefined when this observer traces nothing.
    */
-  attemptStarted(attempt: AttemptInfo): Readonly<Record<string, string>> | undefined | void;
+  attemptStarted(attempt: AttemptInfo): Readonly<Record<string, string>> | undefined;
   /** The attempt produced its first token, `ttftMs` after it started. */
   firstToken(attempt: AttemptInfo, ttftMs: number): void;
   /** An attempt ended without winning or completing (failed, lost a hedge, was cancelled). */
