@@ -22,6 +22,12 @@ export interface LogBatch {
    * fences off what follows it.
    */
   readonly skippedEpoch: number;
+  /**
+   * The `started` and `failover` events among those skipped, in order: which
+   * route (and upstream model) serves the stream at the resume point, so a
+   * resumed client's chunks name the same model as the live ones did.
+   */
+  readonly skippedRoute: StreamEvent[];
 }
 
 type Consumer = Awaited<ReturnType<Bus["js"]["consumers"]["get"]>>;
@@ -55,6 +61,7 @@ export class LogCursor {
     const events: StreamEvent[] = [];
     const streamSeqs: number[] = [];
     let skippedEpoch = 0;
+    const skippedRoute: StreamEvent[] = [];
     while (this.#pending > 0 && events.length < limit) {
       const batch = await consumer.fetch({ max_messages: Math.min(this.#pending, Math.max(limit - events.length, 64)), expires: 2_000 });
       let got = 0;
@@ -66,7 +73,11 @@ export class LogCursor {
         if (event.seq > after) {
           events.push(event);
           streamSeqs.push(message.seq);
-        } else if (event.epoch > skippedEpoch) skippedEpoch = event.epoch;
+        } else {
+          if (event.epoch > skippedEpoch) skippedEpoch = event.epoch;
+          const kind = event.event?.$case;
+          if (kind === "started" || kind === "failover") skippedRoute.push(event);
+        }
       }
       if (got === 0) break;
     }
@@ -74,7 +85,7 @@ export class LogCursor {
       // Anything published since? Ask the server (info(true) would answer from the cache made at creation).
       this.#pending = (await consumer.info(false)).num_pending;
     }
-    return { events, streamSeqs, caughtUp: this.#pending === 0, firstSeq: this.#firstSeq, skippedEpoch };
+    return { events, streamSeqs, caughtUp: this.#pending === 0, firstSeq: this.#firstSeq, skippedEpoch, skippedRoute };
   }
 
   async close(): Promise<void> {

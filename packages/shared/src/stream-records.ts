@@ -6,6 +6,7 @@
  */
 import type { KV } from "@nats-io/kv";
 import { isRevisionConflict } from "./bus.js";
+import type { EventLog } from "./event-log.js";
 import { StreamPhase, StreamState } from "./gen/runnel/v1/control_plane.js";
 
 export { StreamPhase, StreamState };
@@ -107,4 +108,15 @@ export class StreamRecords {
     states.sort((a, b) => b.createdAtMs - a.createdAtMs);
     return states.slice(0, limit > 0 ? limit : 100);
   }
+}
+
+/**
+ * A running stream's record with its live position: the worker refreshes
+ * `last_seq` in the record only every few seconds, so while the stream runs
+ * the log's last event says where it is. Ended records are as they are.
+ */
+export async function withLivePosition(log: EventLog, state: StreamState): Promise<StreamState> {
+  if (isTerminalPhase(state.phase)) return state;
+  const last = await log.last(state.streamId).catch(() => undefined);
+  return last && last.seq > state.lastSeq ? { ...state, lastSeq: last.seq } : state;
 }

@@ -19,6 +19,7 @@ import {
   type Bus,
   cancelStream,
   controlPlane,
+  EventLog,
   HEALTH_OUTCOMES_SUBJECT,
   HealthBook,
   type Logger,
@@ -28,6 +29,7 @@ import {
   requestDrain,
   StreamPhase,
   StreamRecords,
+  withLivePosition,
 } from "@runnel/shared";
 import { HealthImplementation } from "grpc-health-check";
 import { healthSettingsFrom, providerStatus } from "./provider-status.js";
@@ -78,6 +80,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   // Live until five heartbeats are missed.
   const workers = new WorkerPresence(bus.workers, bus.jsm, heartbeatIntervalMs * 5, log);
   const records = new StreamRecords(bus.records);
+  const eventLog = new EventLog(bus);
   // Breaker and budget settings from the snapshot in force, re-indexed when its version changes.
   let settings = { version: snapshots.current.version, of: healthSettingsFrom(snapshots.current) };
   const health = new HealthBook((provider) => {
@@ -189,11 +192,12 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
       if (!request.streamId) throw serviceError(status.INVALID_ARGUMENT, "stream_id is required");
       const record = await records.get(request.streamId);
       if (!record) throw serviceError(status.NOT_FOUND, `no stream ${request.streamId}`);
-      return { stream: record.state };
+      return { stream: await withLivePosition(eventLog, record.state) };
     }),
-    listStreams: unary(log, async (request: controlPlane.ListStreamsRequest) => ({
-      streams: await records.list(request.phase ?? StreamPhase.STREAM_PHASE_UNSPECIFIED, request.limit),
-    })),
+    listStreams: unary(log, async (request: controlPlane.ListStreamsRequest) => {
+      const states = await records.list(request.phase ?? StreamPhase.STREAM_PHASE_UNSPECIFIED, request.limit);
+      return { streams: await Promise.all(states.map((state) => withLivePosition(eventLog, state))) };
+    }),
     getProviderStatus: unary(log, async () => providerStatus(snapshots.current, health.status(), await workers.live())),
     drainWorker: unary(log, async (request: controlPlane.DrainWorkerRequest) => {
       if (!request.workerId) throw serviceError(status.INVALID_ARGUMENT, "worker_id is required");

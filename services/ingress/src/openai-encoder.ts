@@ -114,6 +114,20 @@ export function endUsageChunk(context: ChunkContext, event: StreamEvent): string
   });
 }
 
+/**
+ * Follows a route event the client does not get (it is before a resume
+ * point): later chunks name the model it says serves, as the live chunks of
+ * the same stream did.
+ */
+export function followRoute(context: ChunkContext, event: StreamEvent): void {
+  const body = event.event;
+  const model = body?.$case === "started" ? body.value.model : body?.$case === "failover" ? body.value.to?.model : undefined;
+  if (model) {
+    context.model = model;
+    context.prefix = undefined;
+  }
+}
+
 /** Folds a stream's events into one non-streaming `chat.completion`. */
 export class CompletionAccumulator {
   #text = "";

@@ -26,6 +26,8 @@ export interface ReaderOptions {
   readonly bufferEvents: number;
   /** Log read failures (the reader retries). */
   readonly onLogError?: (error: unknown) => void;
+  /** The `started` and `failover` events before the resume point, which are not delivered: the route serving from there. */
+  readonly onSkippedRoute?: (event: StreamEvent) => void;
 }
 
 /** Events read from the log per round trip. */
@@ -252,6 +254,7 @@ export class StreamReader implements LiveListener {
         return;
       }
       if (batch.skippedEpoch > this.#epoch) this.#epoch = batch.skippedEpoch;
+      for (const event of batch.skippedRoute) this.#options.onSkippedRoute?.(event);
       for (const [index, event] of batch.events.entries()) {
         if (this.#ended || this.#paused) return;
         if (event.epoch < this.#epoch) {

@@ -24,6 +24,7 @@ import {
   recordFailure,
   recordingSpan,
   type StoredRecord,
+  type StreamEvent,
   type StreamRecords,
   startPublishSpan,
   traceContextMap,
@@ -135,8 +136,12 @@ export class StreamService {
     return reader;
   }
 
-  /** A reader of a stream from `after`, watched for a lost worker until it ends. */
-  reader(streamId: string, after: number, fromLog: boolean): StreamReader {
+  /**
+   * A reader of a stream from `after`, watched for a lost worker until it
+   * ends. `onSkippedRoute` is told the route events before `after` (see
+   * ReaderOptions), for a resumed client's chunks to name the serving model.
+   */
+  reader(streamId: string, after: number, fromLog: boolean, onSkippedRoute?: (event: StreamEvent) => void): StreamReader {
     const reader = new StreamReader({
       hub: this.hub,
       log: this.eventLog,
@@ -145,6 +150,7 @@ export class StreamService {
       fromLog,
       bufferEvents: this.#deps.options.readerBufferEvents,
       onLogError: (error) => this.#deps.log.warn({ stream_id: streamId, err: error }, "reading the event log failed; retrying"),
+      ...(onSkippedRoute ? { onSkippedRoute } : {}),
     });
     const now = Date.now();
     this.#watched.add({ reader, openedAtMs: now, seen: -1, quietSince: now, checking: false, caughtUp: false });

@@ -164,11 +164,13 @@ async function generate(
   // the record changed under it learns of a cancel it may have missed, or that
   // another worker took the stream over (then this one stops at once).
   let refreshing: Promise<void> = Promise.resolve();
+  /** The provider serving the stream now (its `started`, then each failover's `to`): the record shows it while the stream runs. */
+  let serving = record.state.provider;
   const refresh = setInterval(() => {
     hooks.keepAlive();
     refreshing = refreshing
       .then(async () => {
-        const updated = await records.update(record, { lastSeq: sequencer.last });
+        const updated = await records.update(record, { lastSeq: sequencer.last, provider: serving });
         if (updated) {
           record = updated;
           return;
@@ -183,6 +185,17 @@ async function generate(
       })
       .catch((error: unknown) => log.warn({ err: error }, "refreshing the stream record failed"));
   }, hooks.keepAliveMs);
+  /** Writes the serving provider to the record at once (off the token path; a conflict is left to the next refresh). */
+  const recordServing = (provider: string) => {
+    if (!provider || provider === serving) return;
+    serving = provider;
+    refreshing = refreshing
+      .then(async () => {
+        const updated = await records.update(record, { provider, lastSeq: sequencer.last });
+        if (updated) record = updated;
+      })
+      .catch((error: unknown) => log.warn({ err: error }, "recording the serving provider failed"));
+  };
   let outcome: JobOutcome = "failed";
   let errorCode = "";
   let served: Route | undefined;
@@ -234,6 +247,8 @@ async function generate(
             terminal.catch(() => {});
             return;
           }
+          if (body.$case === "started") recordServing(body.value.provider);
+          else if (body.$case === "failover" && body.value.to) recordServing(body.value.to.provider);
           // One event is one NATS message, refused over max_payload: a huge delta goes out as several.
           for (const piece of splitDelta(body)) publisher.publish(sequencer.next(piece));
         },

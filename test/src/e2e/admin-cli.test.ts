@@ -15,6 +15,7 @@ import {
   ControlPlaneLink,
   connectNats,
   createLogger,
+  EventLog,
   encodeJob,
   ensureTopology,
   JOBS_SUBJECT,
@@ -141,6 +142,32 @@ describe("the runnel admin CLI", () => {
     assert.equal(entry?.phase, "done");
     assert.equal(entry?.owner, "worker-cli");
     assert.ok((entry?.lastSeq ?? 0) > 30);
+  });
+
+  test("streams get and ls show a running stream's live position and the provider serving it", { timeout: 30_000 }, async () => {
+    const running = newStreamId();
+    await bus.js.publish(
+      JOBS_SUBJECT,
+      encodeJob(
+        Job.fromPartial({
+          streamId: running,
+          model: "mock",
+          request: { messages: [{ role: "user", content: [{ part: { $case: "text", value: "hi" } }] }] },
+          routes: [{ provider: "mock", model: "mock?tokens=2000&itl=5" }],
+          createdAtMs: Date.now(),
+        }),
+      ),
+      { msgID: running },
+    );
+    const log = new EventLog(bus);
+    while (((await log.last(running))?.seq ?? 0) < 40) await new Promise((resolve) => setTimeout(resolve, 20));
+    const got = JSON.parse((await cli("streams", "get", running, "--json")).stdout) as { phase: string; provider: string; lastSeq: number };
+    assert.equal(got.phase, "running");
+    assert.equal(got.provider, "mock", "the provider serving it, while it runs");
+    assert.ok(got.lastSeq >= 40, `live last seq ${got.lastSeq}, not the record's last refresh`);
+    const listed = JSON.parse((await cli("streams", "ls", "--phase", "running", "--json")).stdout) as { streams: { streamId: string; lastSeq: number }[] };
+    assert.ok((listed.streams.find((stream) => stream.streamId === running)?.lastSeq ?? 0) >= 40);
+    assert.equal((await cli("streams", "cancel", running)).code, 0);
   });
 
   test("streams get: a record, or NOT_FOUND with exit code 69", async () => {

@@ -239,6 +239,51 @@ describe("stream resources and more clients", () => {
     }
   });
 
+  test("while a stream runs, its status shows the live last_seq and the provider serving it; resumed chunks name the same model as live ones", {
+    timeout: 30_000,
+  }, async () => {
+    const controller = new AbortController();
+    const response = await fetch(`${e2e.stack.ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: chatBody("long", { stream: true }),
+      signal: controller.signal,
+    });
+    const streamId = response.headers.get("x-runnel-stream-id") ?? "";
+    const token = response.headers.get("x-runnel-resume-token") ?? "";
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    while (parseSse(text).events.length < 40) text += decoder.decode((await reader.read()).value, { stream: true });
+    const live = parseSse(text).events.map((event) => JSON.parse(event.data) as { model: string });
+    const liveModel = live.at(-1)?.model;
+    assert.equal(liveModel, "mock?tokens=5000&itl=5", "live chunks name the upstream model that serves");
+
+    const status = (await (await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token}`)).json()) as {
+      status: string;
+      last_seq: number;
+      provider: string | null;
+    };
+    assert.equal(status.status, "running");
+    assert.ok(status.last_seq >= 40, `last_seq ${status.last_seq} while 40 events are out`);
+    assert.equal(status.provider, "mock");
+
+    // Resumed past the stream's `started` event, over SSE and polling: the same model as the live chunks.
+    const resumed = await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/events?token=${token}&after=20`);
+    const resumedReader = (resumed.body as ReadableStream<Uint8Array>).getReader();
+    let resumedText = "";
+    while (parseSse(resumedText).events.length < 5) resumedText += decoder.decode((await resumedReader.read()).value, { stream: true });
+    await resumedReader.cancel();
+    for (const event of parseSse(resumedText).events) assert.equal((JSON.parse(event.data) as { model: string }).model, liveModel);
+    const deltas = (await (await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}/deltas?token=${token}&after=20`)).json()) as {
+      events: { chunk: { model: string } }[];
+    };
+    assert.ok(deltas.events.length > 0);
+    for (const event of deltas.events) assert.equal(event.chunk.model, liveModel);
+    controller.abort();
+    await fetch(`${e2e.stack.ingressUrl}/v1/streams/${streamId}?token=${token}`, { method: "DELETE" });
+  });
+
   test("an unknown stream is a 404 in OpenAI's error format", async () => {
     const response = await fetch(`${e2e.stack.ingressUrl}/v1/streams/AAAAAAAAAAAAAAAAAAAAAA`);
     assert.equal(response.status, 404);

@@ -4,10 +4,10 @@
  * or cancelled with its resume token (header or `?token=`) or with the API
  * key that opened it.
  */
-import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase } from "@runnel/shared";
+import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase, withLivePosition } from "@runnel/shared";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
-import { type ChunkContext, encodeChunk, endUsageChunk } from "../openai-encoder.js";
+import { type ChunkContext, encodeChunk, endUsageChunk, followRoute } from "../openai-encoder.js";
 import { type OpenStream, reconnectDelayMs, writeStream } from "../stream-writer.js";
 import { openAIWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
@@ -55,6 +55,7 @@ function statusBody(streamId: string, record: StoredRecord | undefined) {
     object: "runnel.stream",
     status: state ? (PHASE_NAMES[state.phase] ?? "unknown") : "queued",
     model: state?.model || null,
+    provider: state?.provider || null,
     created: state ? Math.floor(state.createdAtMs / 1000) : null,
     last_seq: state?.lastSeq ?? 0,
     error: state?.errorCode ? { code: state.errorCode } : null,
@@ -82,7 +83,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
   app.get("/v1/streams/:id", async (request) => {
     const { token } = parseQuery(TokenQuery, request.query);
     const { streamId, record } = await authorize(request, token);
-    return statusBody(streamId, record);
+    return statusBody(streamId, record && { ...record, state: await withLivePosition(context.streams.eventLog, record.state) });
   });
 
   app.delete("/v1/streams/:id", async (request) => {
@@ -113,7 +114,8 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       // Nothing after the end: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
-    const reader = context.streams.reader(streamId, after, true);
+    const chunks = chunkContext(streamId, record);
+    const reader = context.streams.reader(streamId, after, true, (event) => followRoute(chunks, event));
     context.streams.attached(streamId, after, "sse");
     request.log.info({ stream_id: streamId, after }, "stream resumed");
     reply.hijack();
@@ -122,7 +124,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const handle: OpenStream = writeStream({
       reader,
       response: reply.raw,
-      wire: openAIWire("sse", chunkContext(streamId, record)),
+      wire: openAIWire("sse", chunks),
       heartbeatIntervalMs: context.options.heartbeatInterval,
       holdHeadersMs: context.options.holdHeaders,
       maxBufferBytes: context.options.maxClientBufferBytes,
@@ -147,9 +149,9 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const { streamId, record } = await authorize(request, query.token);
     const endedAt = await context.streams.endedAt(streamId, record);
     if (endedAt !== undefined && query.after >= endedAt) return { events: [], next: query.after, done: true };
-    const reader = context.streams.reader(streamId, query.after, true);
-    context.streams.attached(streamId, query.after, "deltas");
     const chunks = chunkContext(streamId, record);
+    const reader = context.streams.reader(streamId, query.after, true, (event) => followRoute(chunks, event));
+    context.streams.attached(streamId, query.after, "deltas");
     const events: unknown[] = [];
     let next = query.after;
     let done = false;

@@ -34,7 +34,7 @@ import type { FastifyInstance } from "fastify";
 import { type RawData, type WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
 import { buildJob, sessionFrom } from "../job.js";
-import { type ChunkContext, encodeChunk, openAIUsage } from "../openai-encoder.js";
+import { type ChunkContext, encodeChunk, followRoute, openAIUsage } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import type { StreamReader } from "../stream-reader.js";
 import type { RouteContext } from "./context.js";
@@ -384,10 +384,11 @@ class Session {
       );
       return;
     }
-    const reader = context.streams.reader(streamId, after, true);
+    const chunks = resumedChunkContext(streamId, record);
+    const reader = context.streams.reader(streamId, after, true, (event) => followRoute(chunks, event));
     context.streams.attached(streamId, after, "websocket");
     context.log.info({ stream_id: streamId, after }, "stream resumed over websocket");
-    this.#begin(running, streamId, reader, resumedChunkContext(streamId, record));
+    this.#begin(running, streamId, reader, chunks);
   }
 
   #cancel(key: string): void {
