@@ -95,6 +95,8 @@ export function openAIRequestBody(request: ChatRequest, model: string, continueF
     }));
   }
   if (request.toolChoiceJson) body.tool_choice = JSON.parse(request.toolChoiceJson);
+  if (request.responseFormatJson) body.response_format = JSON.parse(request.responseFormatJson);
+  if (request.reasoningEffort) body.reasoning_effort = request.reasoningEffort;
   if (continueFinalMessage && request.messages.at(-1)?.role === "assistant") {
     body.continue_final_message = true;
     body.add_generation_prompt = false;

@@ -136,6 +136,26 @@ export interface ChatRequest {
     | undefined;
   /** The end user, forwarded for the provider's abuse monitoring. */
   user: string;
+  /**
+   * The output format asked for, as OpenAI's chat completions `response_format`
+   * JSON: {"type":"json_schema","json_schema":{"name","schema","strict","description"}}
+   * or {"type":"json_object"}. Unset: plain text.
+   */
+  responseFormatJson?:
+    | string
+    | undefined;
+  /**
+   * The reasoning effort asked for ("none", "minimal", "low", "medium", "high").
+   * Unset: the provider's default.
+   */
+  reasoningEffort?:
+    | string
+    | undefined;
+  /**
+   * The reasoning summary asked for ("auto", "concise", "detailed"); only an
+   * upstream with reasoning summaries (OpenAI's Responses API) can honour it.
+   */
+  reasoningSummary?: string | undefined;
 }
 
 /** One message of a conversation. */
@@ -335,6 +355,9 @@ function createBaseChatRequest(): ChatRequest {
     includeUsage: false,
     seed: undefined,
     user: "",
+    responseFormatJson: undefined,
+    reasoningEffort: undefined,
+    reasoningSummary: undefined,
   };
 }
 
@@ -369,6 +392,15 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     }
     if (message.user !== "") {
       writer.uint32(82).string(message.user);
+    }
+    if (message.responseFormatJson !== undefined) {
+      writer.uint32(90).string(message.responseFormatJson);
+    }
+    if (message.reasoningEffort !== undefined) {
+      writer.uint32(98).string(message.reasoningEffort);
+    }
+    if (message.reasoningSummary !== undefined) {
+      writer.uint32(106).string(message.reasoningSummary);
     }
     return writer;
   },
@@ -466,6 +498,30 @@ export const ChatRequest: MessageFns<ChatRequest> = {
             message.user = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.responseFormatJson = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.reasoningEffort = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.reasoningSummary = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -508,6 +564,21 @@ export const ChatRequest: MessageFns<ChatRequest> = {
         : false,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
       user: isSet(object.user) ? globalThis.String(object.user) : "",
+      responseFormatJson: isSet(object.responseFormatJson)
+        ? globalThis.String(object.responseFormatJson)
+        : isSet(object.response_format_json)
+        ? globalThis.String(object.response_format_json)
+        : undefined,
+      reasoningEffort: isSet(object.reasoningEffort)
+        ? globalThis.String(object.reasoningEffort)
+        : isSet(object.reasoning_effort)
+        ? globalThis.String(object.reasoning_effort)
+        : undefined,
+      reasoningSummary: isSet(object.reasoningSummary)
+        ? globalThis.String(object.reasoningSummary)
+        : isSet(object.reasoning_summary)
+        ? globalThis.String(object.reasoning_summary)
+        : undefined,
     };
   },
 
@@ -543,6 +614,15 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     if (message.user !== "") {
       obj.user = message.user;
     }
+    if (message.responseFormatJson !== undefined) {
+      obj.responseFormatJson = message.responseFormatJson;
+    }
+    if (message.reasoningEffort !== undefined) {
+      obj.reasoningEffort = message.reasoningEffort;
+    }
+    if (message.reasoningSummary !== undefined) {
+      obj.reasoningSummary = message.reasoningSummary;
+    }
     return obj;
   },
 
@@ -561,6 +641,9 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     message.includeUsage = object.includeUsage ?? false;
     message.seed = object.seed ?? undefined;
     message.user = object.user ?? "";
+    message.responseFormatJson = object.responseFormatJson ?? undefined;
+    message.reasoningEffort = object.reasoningEffort ?? undefined;
+    message.reasoningSummary = object.reasoningSummary ?? undefined;
     return message;
   },
 };
