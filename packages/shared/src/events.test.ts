@@ -144,7 +144,7 @@ describe("encodeJob / decodeJob", () => {
     topP: 0.9,
     maxTokens: 256,
     stop: ["\n\n", "END"],
-    tools: [{ name: "lookup", description: "Looks things up", parametersJson: '{"type":"object","properties":{"q":{"type":"string"}}}' }],
+    tools: [{ name: "lookup", description: "Looks things up", parametersJson: '{"type":"object","properties":{"q":{"type":"string"}}}', strict: true }],
     toolChoiceJson: '{"type":"function","function":{"name":"lookup"}}',
     includeUsage: true,
     seed: -42,

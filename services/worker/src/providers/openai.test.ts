@@ -150,6 +150,22 @@ describe("openAIRequestBody", () => {
     assert.equal(openAIRequestBody(request({ toolChoiceJson: '"auto"' }), "m").tool_choice, "auto");
   });
 
+  test("a tool's strict flag is sent only when set", () => {
+    const body = openAIRequestBody(
+      request({
+        tools: [
+          { name: "a", description: "", parametersJson: '{"type":"object"}', strict: true },
+          { name: "b", description: "", parametersJson: "" },
+        ],
+      }),
+      "m",
+    );
+    assert.deepEqual(JSON.parse(JSON.stringify(body.tools)), [
+      { type: "function", function: { name: "a", parameters: { type: "object" }, strict: true } },
+      { type: "function", function: { name: "b" } },
+    ]);
+  });
+
   test("a JSON schema output format goes as response_format, the reasoning effort as reasoning_effort; neither when unset", () => {
     const format = { type: "json_schema", json_schema: { name: "person", schema: { type: "object", properties: { name: { type: "string" } } }, strict: true } };
     const body = openAIRequestBody(request({ responseFormatJson: JSON.stringify(format), reasoningEffort: "low", reasoningSummary: "auto" }), "m");

@@ -91,7 +91,12 @@ export function openAIRequestBody(request: ChatRequest, model: string, continueF
   if (request.tools.length > 0) {
     body.tools = request.tools.map((tool) => ({
       type: "function",
-      function: { name: tool.name, description: tool.description || undefined, parameters: tool.parametersJson ? JSON.parse(tool.parametersJson) : undefined },
+      function: {
+        name: tool.name,
+        description: tool.description || undefined,
+        parameters: tool.parametersJson ? JSON.parse(tool.parametersJson) : undefined,
+        strict: tool.strict,
+      },
     }));
   }
   if (request.toolChoiceJson) body.tool_choice = JSON.parse(request.toolChoiceJson);

@@ -194,6 +194,11 @@ export interface Tool {
   description: string;
   /** JSON Schema of the arguments, as JSON text. */
   parametersJson: string;
+  /**
+   * Whether the arguments must follow the schema exactly (OpenAI's strict mode).
+   * Unset: the provider's default.
+   */
+  strict?: boolean | undefined;
 }
 
 /** A provider and upstream model that can serve a public model. */
@@ -1079,7 +1084,7 @@ export const ToolCall: MessageFns<ToolCall> = {
 };
 
 function createBaseTool(): Tool {
-  return { name: "", description: "", parametersJson: "" };
+  return { name: "", description: "", parametersJson: "", strict: undefined };
 }
 
 export const Tool: MessageFns<Tool> = {
@@ -1092,6 +1097,9 @@ export const Tool: MessageFns<Tool> = {
     }
     if (message.parametersJson !== "") {
       writer.uint32(26).string(message.parametersJson);
+    }
+    if (message.strict !== undefined) {
+      writer.uint32(32).bool(message.strict);
     }
     return writer;
   },
@@ -1133,6 +1141,14 @@ export const Tool: MessageFns<Tool> = {
             message.parametersJson = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.strict = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1154,6 +1170,7 @@ export const Tool: MessageFns<Tool> = {
         : isSet(object.parameters_json)
         ? globalThis.String(object.parameters_json)
         : "",
+      strict: isSet(object.strict) ? globalThis.Boolean(object.strict) : undefined,
     };
   },
 
@@ -1168,6 +1185,9 @@ export const Tool: MessageFns<Tool> = {
     if (message.parametersJson !== "") {
       obj.parametersJson = message.parametersJson;
     }
+    if (message.strict !== undefined) {
+      obj.strict = message.strict;
+    }
     return obj;
   },
 
@@ -1179,6 +1199,7 @@ export const Tool: MessageFns<Tool> = {
     message.name = object.name ?? "";
     message.description = object.description ?? "";
     message.parametersJson = object.parametersJson ?? "";
+    message.strict = object.strict ?? undefined;
     return message;
   },
 };
