@@ -62,7 +62,7 @@ const retries = z
 const provider = z
   .object({
     name,
-    type: z.enum(["openai", "anthropic", "gemini", "mock"]),
+    type: z.enum(["openai", "openai-responses", "anthropic", "gemini", "mock"]),
     baseUrl: z.url({ protocol: /^https?$/ }),
     apiKey: z.string().optional(),
     headers: z.record(z.string(), z.string()).default({}),

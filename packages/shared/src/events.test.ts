@@ -42,6 +42,9 @@ function emptyRequest(): ChatRequest {
     includeUsage: false,
     seed: undefined,
     user: "",
+    responseFormatJson: undefined,
+    reasoningEffort: undefined,
+    reasoningSummary: undefined,
   };
 }
 
@@ -141,11 +144,14 @@ describe("encodeJob / decodeJob", () => {
     topP: 0.9,
     maxTokens: 256,
     stop: ["\n\n", "END"],
-    tools: [{ name: "lookup", description: "Looks things up", parametersJson: '{"type":"object","properties":{"q":{"type":"string"}}}' }],
+    tools: [{ name: "lookup", description: "Looks things up", parametersJson: '{"type":"object","properties":{"q":{"type":"string"}}}', strict: true }],
     toolChoiceJson: '{"type":"function","function":{"name":"lookup"}}',
     includeUsage: true,
     seed: -42,
     user: "user-123",
+    responseFormatJson: '{"type":"json_schema","json_schema":{"name":"answer","schema":{"type":"object"},"strict":true}}',
+    reasoningEffort: "low",
+    reasoningSummary: "auto",
   };
 
   function job(request: ChatRequest | undefined): Job {
@@ -178,6 +184,8 @@ describe("encodeJob / decodeJob", () => {
     assert.equal(decoded.request.topP, undefined);
     assert.equal(decoded.request.maxTokens, undefined);
     assert.equal(decoded.request.seed, undefined);
+    assert.equal(decoded.request.responseFormatJson, undefined);
+    assert.equal(decoded.request.reasoningEffort, undefined);
     assert.deepEqual(decoded.request, emptyRequest());
   });
 

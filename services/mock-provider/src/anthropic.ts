@@ -150,6 +150,8 @@ export const ANTHROPIC_WIRE: MockWire = {
       usage: { output_tokens: plan.count },
     }),
   end: () => event("message_stop", { type: "message_stop" }),
+  // The documented mid-stream error, which Anthropic sends under load.
+  streamError: () => event("error", { type: "error", error: { type: "overloaded_error", message: "Overloaded" } }),
   malformed: "event: content_block_delta\ndata: {not json\n\n",
   completion: (header, chat, content, plan) =>
     JSON.stringify({

@@ -1,7 +1,7 @@
 /**
- * The mock provider's HTTP server (plain node:http): the chat routes of three
- * wire formats (OpenAI `/v1/chat/completions`, Anthropic `/v1/messages`,
- * Gemini `/v1beta/models/{model}:streamGenerateContent|generateContent`), the
+ * The mock provider's HTTP server (plain node:http): the chat routes of four
+ * wire formats (OpenAI `/v1/chat/completions` and `/v1/responses`, Anthropic
+ * `/v1/messages`, Gemini `/v1beta/models/{model}:streamGenerateContent|generateContent`), the
  * probes, and the routes tests use: the journal (`/_mock/requests`) and the
  * outage switches of `fail=outage` (`/_mock/outages/<key>`).
  */
@@ -15,6 +15,7 @@ import { INTERNAL_ERROR_REPLY } from "./failures.js";
 import { GEMINI_WIRE } from "./gemini.js";
 import { JOURNAL_LIMIT, JOURNAL_TEXT_LIMIT, Journal, type JournalEntry } from "./journal.js";
 import { type ChatRequest, type CompletionHeader, errorBody, modelsBody } from "./openai.js";
+import { OPENAI_RESPONSES_WIRE } from "./openai-responses.js";
 import { parseScenario, type Scenario, type ScenarioDefaults, ScenarioError } from "./scenario.js";
 import { type MockWire, OPENAI_WIRE, type RouteFacts, type WireError } from "./wire.js";
 
@@ -130,6 +131,10 @@ async function handle(state: AppState, request: IncomingMessage, response: Serve
   if (path === "/v1/messages") {
     if (method !== "POST") return methodNotAllowed(state, request, response, "POST");
     return handleChat(state, request, response, ANTHROPIC_WIRE, {});
+  }
+  if (path === "/v1/responses") {
+    if (method !== "POST") return methodNotAllowed(state, request, response, "POST");
+    return handleChat(state, request, response, OPENAI_RESPONSES_WIRE, {});
   }
   const gemini = GEMINI_PATH.exec(path);
   if (gemini) {

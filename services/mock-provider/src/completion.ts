@@ -1,6 +1,6 @@
 /**
  * Plays out a chat completion, streamed or not, with the scenario's timing
- * and its stream-level failures (stall, cut, malformed, no-done).
+ * and its stream-level failures (stall, cut, malformed, stream-error, no-done).
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Exchange, markHeadersSent, send, write } from "./exchange.js";
@@ -95,6 +95,12 @@ export async function streamCompletion(exchange: Exchange, chat: ChatRequest, sc
         return;
       }
       if (scenario.fail === "malformed") await write(exchange, wire.malformed);
+      if (scenario.fail === "stream-error") {
+        // The provider's own error event, then the end of the body: nothing after it.
+        await write(exchange, wire.streamError(header, chat));
+        response.end();
+        return;
+      }
     }
     if (index === plan.count) break;
     if (index > 0 && scenario.itlMs > 0) await sleep(scenario.itlMs, undefined, { signal });
@@ -112,7 +118,8 @@ export async function streamCompletion(exchange: Exchange, chat: ChatRequest, sc
  * Answers with one completion object after ttft + tokens × itl.
  * Stream-level failures have non-stream counterparts: `stall` never answers,
  * `cut` sends the headers and half the body then closes the connection,
- * `malformed` sends a body that is not JSON; `no-done` answers normally.
+ * `malformed` sends a body that is not JSON, `stream-error` answers the
+ * format's 500; `no-done` answers normally.
  */
 export async function completeOnce(exchange: Exchange, chat: ChatRequest, scenario: Scenario, header: CompletionHeader, wire: MockWire): Promise<void> {
   const { response, signal } = exchange;
@@ -125,6 +132,11 @@ export async function completeOnce(exchange: Exchange, chat: ChatRequest, scenar
   if (scenario.fail === "stall") return;
   if (scenario.fail === "malformed") {
     send(exchange, 200, "{not json");
+    return;
+  }
+  if (scenario.fail === "stream-error") {
+    const error = wire.internalError();
+    send(exchange, error.status, error.body, error.headers);
     return;
   }
   const body = wire.completion(header, chat, answerText(plan, scenario), plan);

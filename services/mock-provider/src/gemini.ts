@@ -149,6 +149,7 @@ export const GEMINI_WIRE: MockWire = {
   token: (header, chat, text) => data(response(header, chat, text, null)),
   finish: (header, chat, plan) => data(response(header, chat, "", plan.finishReason === "length" ? "MAX_TOKENS" : "STOP", plan.count)),
   end: () => "",
+  streamError: () => data({ error: { code: 503, message: "The model is overloaded. Please try again later.", status: "UNAVAILABLE" } }),
   malformed: "data: {not json\r\n\r\n",
   completion: (header, chat, content, plan) =>
     JSON.stringify(response(header, chat, content, plan.finishReason === "length" ? "MAX_TOKENS" : "STOP", plan.count)),

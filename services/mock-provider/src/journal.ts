@@ -8,10 +8,10 @@ import { EventEmitter } from "node:events";
 
 /** One chat-completion request as the mock saw it. Times are Unix epoch milliseconds. */
 export interface JournalEntry {
-  /** The completion id (`chatcmpl-mock-<n>`, `msg_mock_<n>` or `gemini-mock-<n>`). */
+  /** The completion id (`chatcmpl-mock-<n>`, `msg_mock_<n>`, `gemini-mock-<n>` or `resp_mock_<n>`). */
   id: string;
-  /** The wire format of the request: `openai`, `anthropic` or `gemini`. */
-  format: "openai" | "anthropic" | "gemini";
+  /** The wire format of the request: `openai`, `anthropic`, `gemini` or `openai-responses`. */
+  format: "openai" | "anthropic" | "gemini" | "openai-responses";
   /** The request's `model` string, scenario included; null when the body could not be read. */
   model: string | null;
   /** The injected failure, if any. */

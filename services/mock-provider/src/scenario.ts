@@ -18,6 +18,7 @@ export const FAIL_MODES = [
   "stall",
   "cut",
   "malformed",
+  "stream-error",
   "no-done",
   "context-length",
   "content-policy",
@@ -41,7 +42,7 @@ export interface Scenario {
   readonly seed: number;
   /** The injected failure, if any. */
   readonly fail: FailMode | null;
-  /** Token index at which a mid-stream failure (stall, cut, malformed) happens. */
+  /** Token index at which a mid-stream failure (stall, cut, malformed, stream-error) happens. */
   readonly after: number;
   /** `Retry-After` seconds of a 429. */
   readonly retryAfterSeconds: number;

@@ -29,8 +29,8 @@ export function single(value: string | string[] | undefined): string | undefined
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** The provider APIs the mock speaks. */
-export type WireName = "openai" | "anthropic" | "gemini";
+/** The provider APIs the mock speaks (`openai-responses`: OpenAI's Responses API). */
+export type WireName = "openai" | "anthropic" | "gemini" | "openai-responses";
 
 /** An error answer, rendered in the format's own body. */
 export interface WireError {
@@ -74,6 +74,8 @@ export interface MockWire {
   finish(header: CompletionHeader, chat: ChatRequest, plan: CompletionPlan, withUsage: boolean): string;
   /** The end marker (`[DONE]`, `message_stop`); empty when the format has none. */
   end(header: CompletionHeader): string;
+  /** The format's error event inside a stream (`fail=stream-error`), which ends it. */
+  streamError(header: CompletionHeader, chat: ChatRequest): string;
   /** One event that is not valid for the format. */
   readonly malformed: string;
   /** The body of a non-streamed completion. */
@@ -123,6 +125,8 @@ export const OPENAI_WIRE: MockWire = {
     return withUsage ? finish + usageEvent(header, usage(chat.promptTokens, plan.count)) : finish;
   },
   end: () => DONE_EVENT,
+  // OpenAI's error chunk: an `error` object where a chunk would be.
+  streamError: () => `data: ${errorBody(INTERNAL_ERROR_REPLY.error)}\n\n`,
   malformed: MALFORMED_EVENT,
   completion: (header, chat, content, plan) => completionBody(header, content, plan.finishReason, usage(chat.promptTokens, plan.count)),
 };

@@ -3,6 +3,7 @@ import { createAnthropicAdapter } from "./anthropic.js";
 import { createGeminiAdapter } from "./gemini.js";
 import type { AgentPool } from "./http.js";
 import { createOpenAIAdapter } from "./openai.js";
+import { createOpenAIResponsesAdapter } from "./openai-responses.js";
 import { DEFAULT_RETRY_POLICY, type RetryNotice, type RetryPolicy, withRetries } from "./retry.js";
 import type { SseStreamOptions } from "./sse-stream.js";
 import type { ProviderAdapter } from "./types.js";
@@ -20,12 +21,17 @@ export interface AdapterOptions {
   readonly onRetry?: (notice: RetryNotice) => void;
 }
 
-/** The adapters by provider type, each with its retries before the first token. `mock` speaks the OpenAI-compatible wire format. */
+/**
+ * The adapters by provider type, each with its retries before the first
+ * token. `mock` speaks the OpenAI-compatible wire format; `openai-responses`
+ * is OpenAI's Responses API.
+ */
 export function createAdapters(agents: AgentPool, options: AdapterOptions = {}): (type: string) => ProviderAdapter {
   const streamOptions: SseStreamOptions = { agents, ...(options.onMalformedChunk ? { onMalformedChunk: options.onMalformedChunk } : {}) };
   const retry = (adapter: ProviderAdapter) =>
     withRetries(adapter, { policy: options.retryPolicy ?? (() => DEFAULT_RETRY_POLICY), ...(options.onRetry ? { onRetry: options.onRetry } : {}) });
   const openai = retry(createOpenAIAdapter(streamOptions));
+  const openaiResponses = retry(createOpenAIResponsesAdapter(streamOptions));
   const anthropic = retry(createAnthropicAdapter(streamOptions));
   const gemini = retry(createGeminiAdapter(streamOptions));
   return (type) => {
@@ -33,6 +39,8 @@ export function createAdapters(agents: AgentPool, options: AdapterOptions = {}):
       case "openai":
       case "mock":
         return openai;
+      case "openai-responses":
+        return openaiResponses;
       case "anthropic":
         return anthropic;
       case "gemini":

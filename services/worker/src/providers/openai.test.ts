@@ -52,7 +52,7 @@ describe("openAIRequestBody", () => {
       stream_options: { include_usage: true },
       messages: [{ role: "user", content: "Hi" }],
     });
-    for (const key of ["temperature", "top_p", "max_tokens", "stop", "seed", "user", "tools", "tool_choice"]) {
+    for (const key of ["temperature", "top_p", "max_tokens", "stop", "seed", "user", "tools", "tool_choice", "response_format", "reasoning_effort"]) {
       assert.equal(Object.hasOwn(body, key), false, key);
     }
   });
@@ -148,6 +148,34 @@ describe("openAIRequestBody", () => {
     ]);
     assert.deepEqual(body.tool_choice, { type: "function", function: { name: "get_weather" } });
     assert.equal(openAIRequestBody(request({ toolChoiceJson: '"auto"' }), "m").tool_choice, "auto");
+  });
+
+  test("a tool's strict flag is sent only when set", () => {
+    const body = openAIRequestBody(
+      request({
+        tools: [
+          { name: "a", description: "", parametersJson: '{"type":"object"}', strict: true },
+          { name: "b", description: "", parametersJson: "" },
+        ],
+      }),
+      "m",
+    );
+    assert.deepEqual(JSON.parse(JSON.stringify(body.tools)), [
+      { type: "function", function: { name: "a", parameters: { type: "object" }, strict: true } },
+      { type: "function", function: { name: "b" } },
+    ]);
+  });
+
+  test("a JSON schema output format goes as response_format, the reasoning effort as reasoning_effort; neither when unset", () => {
+    const format = { type: "json_schema", json_schema: { name: "person", schema: { type: "object", properties: { name: { type: "string" } } }, strict: true } };
+    const body = openAIRequestBody(request({ responseFormatJson: JSON.stringify(format), reasoningEffort: "low", reasoningSummary: "auto" }), "m");
+    assert.deepEqual(body.response_format, format);
+    assert.equal(body.reasoning_effort, "low");
+    // Chat completions has no reasoning summary parameter.
+    assert.equal(Object.hasOwn(body, "reasoning_summary"), false);
+    const plain = openAIRequestBody(request(), "m");
+    assert.equal(Object.hasOwn(plain, "response_format"), false);
+    assert.equal(Object.hasOwn(plain, "reasoning_effort"), false);
   });
 
   test("sampling fields are passed when present, including zeros", () => {

@@ -91,10 +91,17 @@ export function openAIRequestBody(request: ChatRequest, model: string, continueF
   if (request.tools.length > 0) {
     body.tools = request.tools.map((tool) => ({
       type: "function",
-      function: { name: tool.name, description: tool.description || undefined, parameters: tool.parametersJson ? JSON.parse(tool.parametersJson) : undefined },
+      function: {
+        name: tool.name,
+        description: tool.description || undefined,
+        parameters: tool.parametersJson ? JSON.parse(tool.parametersJson) : undefined,
+        strict: tool.strict,
+      },
     }));
   }
   if (request.toolChoiceJson) body.tool_choice = JSON.parse(request.toolChoiceJson);
+  if (request.responseFormatJson) body.response_format = JSON.parse(request.responseFormatJson);
+  if (request.reasoningEffort) body.reasoning_effort = request.reasoningEffort;
   if (continueFinalMessage && request.messages.at(-1)?.role === "assistant") {
     body.continue_final_message = true;
     body.add_generation_prompt = false;

@@ -136,6 +136,26 @@ export interface ChatRequest {
     | undefined;
   /** The end user, forwarded for the provider's abuse monitoring. */
   user: string;
+  /**
+   * The output format asked for, as OpenAI's chat completions `response_format`
+   * JSON: {"type":"json_schema","json_schema":{"name","schema","strict","description"}}
+   * or {"type":"json_object"}. Unset: plain text.
+   */
+  responseFormatJson?:
+    | string
+    | undefined;
+  /**
+   * The reasoning effort asked for ("none", "minimal", "low", "medium", "high").
+   * Unset: the provider's default.
+   */
+  reasoningEffort?:
+    | string
+    | undefined;
+  /**
+   * The reasoning summary asked for ("auto", "concise", "detailed"); only an
+   * upstream with reasoning summaries (OpenAI's Responses API) can honour it.
+   */
+  reasoningSummary?: string | undefined;
 }
 
 /** One message of a conversation. */
@@ -174,6 +194,11 @@ export interface Tool {
   description: string;
   /** JSON Schema of the arguments, as JSON text. */
   parametersJson: string;
+  /**
+   * Whether the arguments must follow the schema exactly (OpenAI's strict mode).
+   * Unset: the provider's default.
+   */
+  strict?: boolean | undefined;
 }
 
 /** A provider and upstream model that can serve a public model. */
@@ -335,6 +360,9 @@ function createBaseChatRequest(): ChatRequest {
     includeUsage: false,
     seed: undefined,
     user: "",
+    responseFormatJson: undefined,
+    reasoningEffort: undefined,
+    reasoningSummary: undefined,
   };
 }
 
@@ -369,6 +397,15 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     }
     if (message.user !== "") {
       writer.uint32(82).string(message.user);
+    }
+    if (message.responseFormatJson !== undefined) {
+      writer.uint32(90).string(message.responseFormatJson);
+    }
+    if (message.reasoningEffort !== undefined) {
+      writer.uint32(98).string(message.reasoningEffort);
+    }
+    if (message.reasoningSummary !== undefined) {
+      writer.uint32(106).string(message.reasoningSummary);
     }
     return writer;
   },
@@ -466,6 +503,30 @@ export const ChatRequest: MessageFns<ChatRequest> = {
             message.user = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.responseFormatJson = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.reasoningEffort = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.reasoningSummary = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -508,6 +569,21 @@ export const ChatRequest: MessageFns<ChatRequest> = {
         : false,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
       user: isSet(object.user) ? globalThis.String(object.user) : "",
+      responseFormatJson: isSet(object.responseFormatJson)
+        ? globalThis.String(object.responseFormatJson)
+        : isSet(object.response_format_json)
+        ? globalThis.String(object.response_format_json)
+        : undefined,
+      reasoningEffort: isSet(object.reasoningEffort)
+        ? globalThis.String(object.reasoningEffort)
+        : isSet(object.reasoning_effort)
+        ? globalThis.String(object.reasoning_effort)
+        : undefined,
+      reasoningSummary: isSet(object.reasoningSummary)
+        ? globalThis.String(object.reasoningSummary)
+        : isSet(object.reasoning_summary)
+        ? globalThis.String(object.reasoning_summary)
+        : undefined,
     };
   },
 
@@ -543,6 +619,15 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     if (message.user !== "") {
       obj.user = message.user;
     }
+    if (message.responseFormatJson !== undefined) {
+      obj.responseFormatJson = message.responseFormatJson;
+    }
+    if (message.reasoningEffort !== undefined) {
+      obj.reasoningEffort = message.reasoningEffort;
+    }
+    if (message.reasoningSummary !== undefined) {
+      obj.reasoningSummary = message.reasoningSummary;
+    }
     return obj;
   },
 
@@ -561,6 +646,9 @@ export const ChatRequest: MessageFns<ChatRequest> = {
     message.includeUsage = object.includeUsage ?? false;
     message.seed = object.seed ?? undefined;
     message.user = object.user ?? "";
+    message.responseFormatJson = object.responseFormatJson ?? undefined;
+    message.reasoningEffort = object.reasoningEffort ?? undefined;
+    message.reasoningSummary = object.reasoningSummary ?? undefined;
     return message;
   },
 };
@@ -996,7 +1084,7 @@ export const ToolCall: MessageFns<ToolCall> = {
 };
 
 function createBaseTool(): Tool {
-  return { name: "", description: "", parametersJson: "" };
+  return { name: "", description: "", parametersJson: "", strict: undefined };
 }
 
 export const Tool: MessageFns<Tool> = {
@@ -1009,6 +1097,9 @@ export const Tool: MessageFns<Tool> = {
     }
     if (message.parametersJson !== "") {
       writer.uint32(26).string(message.parametersJson);
+    }
+    if (message.strict !== undefined) {
+      writer.uint32(32).bool(message.strict);
     }
     return writer;
   },
@@ -1050,6 +1141,14 @@ export const Tool: MessageFns<Tool> = {
             message.parametersJson = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.strict = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1071,6 +1170,7 @@ export const Tool: MessageFns<Tool> = {
         : isSet(object.parameters_json)
         ? globalThis.String(object.parameters_json)
         : "",
+      strict: isSet(object.strict) ? globalThis.Boolean(object.strict) : undefined,
     };
   },
 
@@ -1085,6 +1185,9 @@ export const Tool: MessageFns<Tool> = {
     if (message.parametersJson !== "") {
       obj.parametersJson = message.parametersJson;
     }
+    if (message.strict !== undefined) {
+      obj.strict = message.strict;
+    }
     return obj;
   },
 
@@ -1096,6 +1199,7 @@ export const Tool: MessageFns<Tool> = {
     message.name = object.name ?? "";
     message.description = object.description ?? "";
     message.parametersJson = object.parametersJson ?? "";
+    message.strict = object.strict ?? undefined;
     return message;
   },
 };
