@@ -38,6 +38,7 @@ async function setUp(t: Hooks) {
     requestsPerMinute: 0,
     tokensPerMinute: 0,
     circuit: undefined,
+    propagateTrace: true,
   };
   const policy = { maxAttempts: 3, budgetMs: 5_000, baseDelayMs: 10, maxDelayMs: 20 };
   const adapter = createAdapters(agents, { retryPolicy: () => policy })("openai-responses");
