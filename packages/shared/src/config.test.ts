@@ -123,6 +123,7 @@ models:
     assert.deepEqual(config.ingress, {
       heartbeatInterval: 15_000,
       holdHeaders: 500,
+      holdHeadersMax: 10_000,
       maxClientBufferBytes: 1024 * 1024,
       bodyLimitBytes: 8 * 1024 * 1024,
       detachGrace: 3_000,

@@ -212,12 +212,16 @@ const ingress = z
      */
     heartbeatInterval: duration.default(15_000),
     /**
-     * How long a streaming response's headers (with x-runnel-stream-id) wait
-     * for the stream's first event. A failure within it is an HTTP status;
-     * after it the headers go out, so a client can cancel during a long time
-     * to first token, and a later failure is an error event in the stream.
+     * When a streaming response's headers (with x-runnel-stream-id) go out
+     * before its first event: once a provider has accepted the request and
+     * worked on its first token this long, so a client can cancel during a
+     * long time to first token; a later failure is an error event in the
+     * stream. While no provider works on the request (queued, retrying,
+     * failing over), a failure is still an HTTP status.
      */
     holdHeaders: duration.default(500),
+    /** The longest the headers wait in any case (a job queued behind busy workers, long retries). */
+    holdHeadersMax: duration.default(10_000),
     /** Bytes waiting in one client's socket before its reader pauses and later catches up from the log. */
     maxClientBufferBytes: z
       .number()

@@ -5,10 +5,10 @@
  * small facts every consumer needs (is it terminal, what finish reason).
  */
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { type Failover, FailoverMode, FinishReason, Job, StreamEvent } from "./gen/runnel/v1/stream.js";
+import { type Failover, FailoverMode, FinishReason, Job, ProviderWaiting, StreamEvent } from "./gen/runnel/v1/stream.js";
 
 export type { ChatMessage, ChatRequest, ContentPart, Failover, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
-export { FailoverMode, FinishReason, Job, StreamEvent };
+export { FailoverMode, FinishReason, Job, ProviderWaiting, StreamEvent };
 
 /** The payload of a StreamEvent, discriminated by `$case`. */
 export type EventBody = NonNullable<StreamEvent["event"]>;

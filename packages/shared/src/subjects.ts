@@ -8,6 +8,19 @@ export function eventsSubject(streamId: string): string {
   return `runnel.stream.${streamId}.events`;
 }
 
+/**
+ * Subject of a stream's signals: what is not part of the stream and not kept
+ * in the replay log (`runnel.v1.ProviderWaiting`), published by its worker.
+ */
+export function signalSubject(streamId: string): string {
+  return `runnel.stream.${streamId}.signal`;
+}
+
+/** Both of a stream's subjects (events and signals): what the ingress subscribes to for one stream. */
+export function streamSubjects(streamId: string): string {
+  return `runnel.stream.${streamId}.*`;
+}
+
 /** Wildcard the events stream captures. */
 export const EVENTS_SUBJECTS = "runnel.stream.*.events";
 /** JetStream stream that keeps every stream's events for the retention window (the replay log). */

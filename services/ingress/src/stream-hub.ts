@@ -3,10 +3,12 @@
  * local reader of that stream (the client that opened it, resumed clients,
  * pollers). Each event is decoded once.
  */
-import { decodeEvent, eventsSubject, type NatsConnection, type StreamEvent } from "@runnel/shared";
+import { decodeEvent, type NatsConnection, ProviderWaiting, type StreamEvent, streamSubjects } from "@runnel/shared";
 
 export interface LiveListener {
   onLive(event: StreamEvent): void;
+  /** A signal of the stream's worker (not part of the stream): whether a provider works on its first token. */
+  onWaiting?(waiting: boolean): void;
 }
 
 interface Entry {
@@ -24,9 +26,20 @@ export class StreamHub {
     let entry = this.#streams.get(streamId);
     if (!entry) {
       const listeners = new Set<LiveListener>();
-      const subscription = this.nc.subscribe(eventsSubject(streamId), {
+      // One subscription for the stream's events and its signals.
+      const subscription = this.nc.subscribe(streamSubjects(streamId), {
         callback: (error, message) => {
           if (error) return;
+          if (message.subject.endsWith(".signal")) {
+            let waiting: boolean;
+            try {
+              waiting = ProviderWaiting.decode(message.data).waiting;
+            } catch {
+              return;
+            }
+            for (const each of listeners) each.onWaiting?.(waiting);
+            return;
+          }
           let event: StreamEvent;
           try {
             event = decodeEvent(message.data);

@@ -71,6 +71,17 @@ export class StreamReader implements LiveListener {
     this.#leave = options.hub.join(options.streamId, this);
   }
 
+  #onWaiting: ((waiting: boolean) => void) | undefined;
+
+  /** Tells `listener` of the worker's ProviderWaiting signals (see stream-hub.ts). */
+  onProviderWaiting(listener: (waiting: boolean) => void): void {
+    this.#onWaiting = listener;
+  }
+
+  onWaiting(waiting: boolean): void {
+    if (!this.#ended) this.#onWaiting?.(waiting);
+  }
+
   /** Calls `notify` once, right after the first event from the worker was handed to the client. */
   onFirstEvent(notify: () => void): void {
     this.#onFirstEvent = notify;

@@ -23,13 +23,15 @@ export interface WriteStreamOptions {
   /** No streaming response is silent for longer than this: a heartbeat fills any quiet of this length. */
   readonly heartbeatIntervalMs: number;
   /**
-   * How long a streaming response's headers (with `x-runnel-stream-id`) wait
-   * for the stream's first event: a failure within it is still an HTTP
-   * status; after it the headers go out, so the client can cancel the stream
-   * however long the provider thinks, and a failure is an error event.
-   * Absent: headers wait for the first event (or heartbeat).
+   * When a streaming response's headers (with `x-runnel-stream-id`) go out
+   * before its first event. `afterWaitingMs`: once a provider has worked on
+   * the request's first token this long (the worker's ProviderWaiting
+   * signal), so the client can cancel however long the provider thinks.
+   * While no provider works on it (queued, retrying, failing over), the
+   * headers wait, and a failure is still an HTTP status, up to `maxMs` from
+   * the start. Absent: headers wait for the first event (or heartbeat).
    */
-  readonly holdHeadersMs?: number;
+  readonly holdHeaders?: { readonly afterWaitingMs: number; readonly maxMs: number };
   readonly maxBufferBytes: number;
   /** A client that reads nothing for this long while events wait is cut off. */
   readonly stuckClientTimeoutMs: number;
@@ -126,6 +128,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     ended = true;
     clearInterval(heartbeat);
     clearTimeout(holdHeaders);
+    clearTimeout(waitedHeaders);
     clearTimeout(stuckTimer);
     reader.close();
     flush();
@@ -173,21 +176,30 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
         Math.max(1, Math.floor(options.heartbeatIntervalMs / 2)),
       )
     : undefined;
-  const holdHeaders =
-    wire.streaming && options.holdHeadersMs !== undefined
-      ? setTimeout(() => {
-          if (ended || headersSent) return;
-          commitHeaders();
-          response.flushHeaders();
-          wroteSinceTick = true;
-        }, options.holdHeadersMs)
-      : undefined;
+  const releaseHeaders = () => {
+    clearTimeout(holdHeaders);
+    clearTimeout(waitedHeaders);
+    if (ended || headersSent) return;
+    commitHeaders();
+    response.flushHeaders();
+    wroteSinceTick = true;
+  };
+  const hold = wire.streaming ? options.holdHeaders : undefined;
+  const holdHeaders = hold ? setTimeout(releaseHeaders, hold.maxMs) : undefined;
+  let waitedHeaders: NodeJS.Timeout | undefined;
+  if (hold) {
+    reader.onProviderWaiting((waiting) => {
+      clearTimeout(waitedHeaders);
+      waitedHeaders = waiting && !headersSent ? setTimeout(releaseHeaders, hold.afterWaitingMs) : undefined;
+    });
+  }
 
   response.on("close", () => {
     if (ended) return;
     ended = true;
     clearInterval(heartbeat);
     clearTimeout(holdHeaders);
+    clearTimeout(waitedHeaders);
     clearTimeout(stuckTimer);
     reader.close();
     options.onEnd();

@@ -22,6 +22,7 @@ import {
   loadRequest,
   OutcomeKind,
   openAIFinishReason,
+  ProviderWaiting,
   type Route,
   type RoutingTable,
   RunnelError,
@@ -29,6 +30,7 @@ import {
   type StreamLog,
   StreamPhase,
   type StreamRecords,
+  signalSubject,
   splitDelta,
   storeRequest,
   streamLog,
@@ -230,6 +232,10 @@ async function generate(
         job,
         signal: controller.signal,
         ready: () => publisher.ready(controller.signal),
+        // Outside the stream and its log: tells the ingress when a provider is working on the first token.
+        onWaiting: (waiting) => {
+          if (!bus.nc.isClosed()) bus.nc.publish(signalSubject(job.streamId), ProviderWaiting.encode({ waiting }).finish());
+        },
         ...(resume ? { resume } : {}),
         emit: (body) => {
           if (body.$case === "usage") {

@@ -81,6 +81,8 @@ export interface RunInput {
   readonly emit: (body: EventBody) => void;
   /** Bus backpressure for the serving attempt. */
   readonly ready: () => Promise<void> | undefined;
+  /** Told when some provider starts (true) or stops (false) working on the request's first token (see ProviderWaiting). */
+  readonly onWaiting?: (waiting: boolean) => void;
   readonly resume?: ResumePoint;
 }
 
@@ -435,6 +437,7 @@ export class RouteRunner {
         ready: () => (attempt.forward ? this.#input.ready() : undefined),
         emit: (body) => attempt.receive(body),
         traceHeaders,
+        onWaiting: (waiting) => this.#waitingFor(attempt, waiting),
         ...(this.#retrySameRouteFirst ? {} : { canFailOver: () => this.#canServeWithout(attempt) }),
         onRetry: (notice) => this.#deps.observer.retry(notice.provider, notice.attempt, notice.delayMs, notice.code),
       })
@@ -508,6 +511,17 @@ export class RouteRunner {
     winner.held = [];
     for (const body of held) forward(body);
     winner.forward = forward;
+  }
+
+  /** Attempts whose provider accepted the request and works on its first token. */
+  readonly #waiting = new Set<Attempt>();
+
+  #waitingFor(attempt: Attempt, waiting: boolean): void {
+    const before = this.#waiting.size > 0;
+    if (waiting) this.#waiting.add(attempt);
+    else this.#waiting.delete(attempt);
+    const now = this.#waiting.size > 0;
+    if (now !== before) this.#input.onWaiting?.(now);
   }
 
   #report(attempt: Attempt, kind: OutcomeKind, error?: RunnelError, ttftMs?: number): void {

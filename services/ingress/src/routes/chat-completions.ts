@@ -45,7 +45,7 @@ export function registerChatCompletions(app: FastifyInstance, context: RouteCont
       response: reply.raw,
       wire: openAIWire(format, chunkContext),
       heartbeatIntervalMs: context.options.heartbeatInterval,
-      holdHeadersMs: context.options.holdHeaders,
+      holdHeaders: { afterWaitingMs: context.options.holdHeaders, maxMs: context.options.holdHeadersMax },
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
       headers: { "x-runnel-resume-token": context.auth.resumeToken(streamId) },

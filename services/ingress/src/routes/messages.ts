@@ -64,7 +64,7 @@ export function registerMessages(app: FastifyInstance, context: RouteContext): v
         response: reply.raw,
         wire: anthropicWire(streaming, streamId, body.model),
         heartbeatIntervalMs: context.options.heartbeatInterval,
-        holdHeadersMs: context.options.holdHeaders,
+        holdHeaders: { afterWaitingMs: context.options.holdHeaders, maxMs: context.options.holdHeadersMax },
         maxBufferBytes: context.options.maxClientBufferBytes,
         stuckClientTimeoutMs: context.options.stuckClientTimeout,
         headers: {

@@ -126,7 +126,6 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       response: reply.raw,
       wire: openAIWire("sse", chunks),
       heartbeatIntervalMs: context.options.heartbeatInterval,
-      holdHeadersMs: context.options.holdHeaders,
       maxBufferBytes: context.options.maxClientBufferBytes,
       stuckClientTimeoutMs: context.options.stuckClientTimeout,
       onSlowClient: (kind) => context.telemetry.slowClient("sse", kind),

@@ -71,6 +71,7 @@ export async function runSseStream(call: StreamCall, options: SseStreamOptions, 
     ? setTimeout(() => controller.abort(new RunnelError("RUNNEL_ERR_PROVIDER_TIMEOUT", `stream exceeded ${timeouts.totalMs} ms`)), timeouts.totalMs)
     : undefined;
   const failure = () => (controller.signal.reason instanceof RunnelError ? controller.signal.reason : undefined);
+  let waiting = false;
   try {
     let response: Awaited<ReturnType<typeof httpRequest>>;
     const pending = httpRequest(exchange.url, {
@@ -101,10 +102,18 @@ export async function runSseStream(call: StreamCall, options: SseStreamOptions, 
       );
     }
     call.emit({ $case: "started", value: { provider: provider.name, model: call.model, attempt: 1 } });
-    await readStream(response.body, call, watchdog, exchange.decoder, options.onMalformedChunk).catch((error: unknown) => {
+    waiting = true;
+    call.onWaiting?.(true);
+    const stopWaiting = () => {
+      if (!waiting) return;
+      waiting = false;
+      call.onWaiting?.(false);
+    };
+    await readStream(response.body, call, watchdog, exchange.decoder, options.onMalformedChunk, stopWaiting).catch((error: unknown) => {
       throw failure() ?? errorFromTransport(error, "stream");
     });
   } finally {
+    if (waiting) call.onWaiting?.(false);
     watchdog.stop();
     if (total) clearTimeout(total);
     call.signal.removeEventListener("abort", abort);
@@ -119,6 +128,7 @@ async function readStream(
   watchdog: Watchdog,
   decoder: StreamDecoder,
   onMalformed: ((reason: string) => void) | undefined,
+  onFirstToken: () => void,
 ): Promise<void> {
   let finish: FinishReason | undefined;
   let ended = false;
@@ -133,6 +143,7 @@ async function readStream(
       if (!sawToken) {
         sawToken = true;
         watchdog.touch();
+        onFirstToken();
       }
       call.emit(event);
     },

@@ -34,6 +34,12 @@ export interface StreamCall {
    * request, sent when the provider's `propagateTrace` is on.
    */
   readonly traceHeaders?: Readonly<Record<string, string>>;
+  /**
+   * Told `true` when the provider accepted the request (answered 2xx) and
+   * works on its first token, `false` when that wait ends (a first token, or
+   * the attempt ended without one).
+   */
+  readonly onWaiting?: (waiting: boolean) => void;
   /** Told of each retry on this route before the first token (telemetry of this stream). */
   readonly onRetry?: (notice: { readonly provider: string; readonly attempt: number; readonly delayMs: number; readonly code: string }) => void;
 }

@@ -348,6 +348,20 @@ export interface Failover {
   takeover: boolean;
 }
 
+/**
+ * Whether a provider has accepted the stream's request (answered 2xx) and is
+ * working on its first token. Not part of the stream: published on
+ * `runnel.stream.<id>.signal` (core NATS, outside the replay log) when it
+ * changes, for the ingress to decide when a streaming response's headers go
+ * out: while no provider is working on the request (queued, retrying,
+ * failing over), a failure is still an HTTP status; once one has worked on
+ * it for `ingress.holdHeaders`, the headers (and the stream id) go out, so
+ * the client can cancel during a long time to first token.
+ */
+export interface ProviderWaiting {
+  waiting: boolean;
+}
+
 function createBaseChatRequest(): ChatRequest {
   return {
     messages: [],
@@ -2796,6 +2810,73 @@ export const Failover: MessageFns<Failover> = {
     message.reasonCode = object.reasonCode ?? "";
     message.reason = object.reason ?? "";
     message.takeover = object.takeover ?? false;
+    return message;
+  },
+};
+
+function createBaseProviderWaiting(): ProviderWaiting {
+  return { waiting: false };
+}
+
+export const ProviderWaiting: MessageFns<ProviderWaiting> = {
+  encode(message: ProviderWaiting, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.waiting !== false) {
+      writer.uint32(8).bool(message.waiting);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProviderWaiting {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProviderWaiting();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.waiting = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProviderWaiting {
+    return { waiting: isSet(object.waiting) ? globalThis.Boolean(object.waiting) : false };
+  },
+
+  toJSON(message: ProviderWaiting): unknown {
+    const obj: any = {};
+    if (message.waiting !== false) {
+      obj.waiting = message.waiting;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProviderWaiting>): ProviderWaiting {
+    return ProviderWaiting.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProviderWaiting>): ProviderWaiting {
+    const message = createBaseProviderWaiting();
+    message.waiting = object.waiting ?? false;
     return message;
   },
 };
