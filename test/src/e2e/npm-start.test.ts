@@ -5,51 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { freePort, REPO_ROOT } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import { chatBody, parseSse } from "./helpers.js";
+import { alive, descendants } from "./processes.js";
 
 const run = promisify(execFile);
-
-/** Every live descendant of `pid`, read from /proc. */
-function descendants(pid: number): number[] {
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      // The command name may hold spaces: fields after the closing parenthesis are fixed.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      parents.set(Number(entry), Number(fields[1]));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  const found: number[] = [];
-  const walk = (parent: number) => {
-    for (const [child, ppid] of parents) {
-      if (ppid === parent) {
-        found.push(child);
-        walk(child);
-      }
-    }
-  };
-  walk(pid);
-  return found;
-}
-
-function alive(pid: number): boolean {
-  try {
-    const state = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return !/\) Z /.test(state);
-  } catch {
-    return false;
-  }
-}
 
 async function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
   let output = "";
