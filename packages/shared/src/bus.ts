@@ -195,6 +195,16 @@ async function upsertStream(jsm: JetStreamManager, config: Partial<StreamConfig>
   }
 }
 
+/** True when a publish with an expected last (subject) sequence was refused because something was written meanwhile. */
+export function isWrongLastSequence(error: unknown): boolean {
+  return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamWrongLastSequence;
+}
+
+/** True when a direct get found no message (a stream with nothing logged yet). */
+export function isNoMessageFound(error: unknown): boolean {
+  return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.NoMessageFound;
+}
+
 /** True when a KV create/update lost a compare-and-set race. */
 export function isRevisionConflict(error: unknown): boolean {
   return (

@@ -179,17 +179,19 @@ describe("docs/errors.md", () => {
     assert.deepEqual(stale, []);
   });
 
-  test("each row states the code's HTTP status, gRPC code, OpenAI type and retryability", () => {
+  test("each row states the code's HTTP status, gRPC code, OpenAI type, retryability, failover rule and health verdict", () => {
     const rows = documentedRows();
     for (const code of CODES) {
       const cells = rows.get(code);
       assert.ok(cells, code);
-      const [http, grpc, type, retryable, description] = cells;
+      const [http, grpc, type, retryable, failover, health, description] = cells;
       const spec = ERRORS[code];
       assert.equal(http, String(spec.httpStatus), `${code} HTTP status`);
       assert.equal(grpc, `${spec.grpcCode} ${GrpcStatus[spec.grpcCode]}`, `${code} gRPC code`);
       assert.equal(type, `\`${spec.type}\``, `${code} type`);
       assert.equal(retryable, spec.retryable ? "yes" : "no", `${code} retryable`);
+      assert.equal(failover, `\`${spec.failover}\``, `${code} failover`);
+      assert.equal(health, `\`${spec.health}\``, `${code} health`);
       assert.ok(description && description.length > 0, `${code} description`);
     }
   });

@@ -6,6 +6,18 @@
  * generated from the same facts and must stay in step (a test checks it).
  */
 
+/**
+ * What a failure before a stream is served means for the next route:
+ * `next-route`, another route may well answer; `larger-context`, only a
+ * route declared with a larger context window; `if-configured`, only when
+ * the model says so (`failover.onContentPolicy`); `never`, the answer is
+ * the error.
+ */
+export type FailoverRule = "next-route" | "larger-context" | "if-configured" | "never";
+
+/** How a provider request's failure counts against its route's health: a failure (circuit, error rate), a 429 (cooldown), or nothing. */
+export type HealthVerdict = "failure" | "rate-limited" | "none";
+
 export interface ErrorSpec {
   readonly httpStatus: number;
   /** gRPC status code (numeric, per grpc/status.proto). */
@@ -13,6 +25,10 @@ export interface ErrorSpec {
   /** OpenAI error `type`. */
   readonly type: "invalid_request_error" | "authentication_error" | "rate_limit_error" | "server_error" | "not_found_error";
   readonly retryable: boolean;
+  /** Whether another route is tried when a provider request fails with it. */
+  readonly failover: FailoverRule;
+  /** What it says about the route that failed with it. */
+  readonly health: HealthVerdict;
   readonly description: string;
 }
 
@@ -22,6 +38,8 @@ export const ERRORS = {
     grpcCode: 3,
     type: "invalid_request_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "The request body does not match the API's schema; `param` names the field.",
   },
   RUNNEL_ERR_MODEL_NOT_FOUND: {
@@ -29,6 +47,8 @@ export const ERRORS = {
     grpcCode: 5,
     type: "not_found_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "No model of that name is configured.",
   },
   RUNNEL_ERR_STREAM_NOT_FOUND: {
@@ -36,6 +56,8 @@ export const ERRORS = {
     grpcCode: 5,
     type: "not_found_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "No stream of that id is known (never existed, or past its retention).",
   },
   RUNNEL_ERR_NOT_READY: {
@@ -43,6 +65,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The service has not received its first routing snapshot or lost NATS; retry shortly.",
   },
   RUNNEL_ERR_OVERLOADED: {
@@ -50,6 +74,8 @@ export const ERRORS = {
     grpcCode: 8,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The job could not be queued (the job queue or the large-request store is full, or NATS refused it).",
   },
   RUNNEL_ERR_SHUTTING_DOWN: {
@@ -57,6 +83,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The service is draining for shutdown; the client should retry elsewhere.",
   },
   RUNNEL_ERR_NO_ROUTE: {
@@ -64,6 +92,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "next-route",
+    health: "none",
     description: "The model has no route whose provider the worker knows.",
   },
   RUNNEL_ERR_PROVIDER_RATE_LIMITED: {
@@ -71,6 +101,8 @@ export const ERRORS = {
     grpcCode: 8,
     type: "rate_limit_error",
     retryable: true,
+    failover: "next-route",
+    health: "rate-limited",
     description: "The provider answered 429.",
   },
   RUNNEL_ERR_PROVIDER_AUTH: {
@@ -78,6 +110,8 @@ export const ERRORS = {
     grpcCode: 16,
     type: "authentication_error",
     retryable: false,
+    failover: "next-route",
+    health: "failure",
     description: "The provider rejected Runnel's credentials (401/403). An operator must fix the key.",
   },
   RUNNEL_ERR_PROVIDER_BAD_REQUEST: {
@@ -85,6 +119,8 @@ export const ERRORS = {
     grpcCode: 3,
     type: "invalid_request_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "The provider rejected the request (a 4xx other than 401/403/429); its reason is passed on.",
   },
   RUNNEL_ERR_CONTEXT_LENGTH: {
@@ -92,6 +128,8 @@ export const ERRORS = {
     grpcCode: 3,
     type: "invalid_request_error",
     retryable: false,
+    failover: "larger-context",
+    health: "none",
     description: "The prompt does not fit the model's context window; failover tries only routes declared with a larger one.",
   },
   RUNNEL_ERR_CONTENT_POLICY: {
@@ -99,6 +137,8 @@ export const ERRORS = {
     grpcCode: 3,
     type: "invalid_request_error",
     retryable: false,
+    failover: "if-configured",
+    health: "none",
     description: "The provider refused the request under its content policy; returned as is unless the model fails over on it.",
   },
   RUNNEL_ERR_PROVIDER_UNAVAILABLE: {
@@ -106,6 +146,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "next-route",
+    health: "failure",
     description: "The provider answered 5xx, refused or reset the connection before streaming.",
   },
   RUNNEL_ERR_PROVIDER_TIMEOUT: {
@@ -113,6 +155,8 @@ export const ERRORS = {
     grpcCode: 4,
     type: "server_error",
     retryable: true,
+    failover: "next-route",
+    health: "failure",
     description: "The provider did not connect, send a first token, or send the next token within its configured timeout.",
   },
   RUNNEL_ERR_PROVIDER_STREAM_CUT: {
@@ -120,6 +164,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "next-route",
+    health: "failure",
     description: "The provider's stream ended without a finish reason: the answer is incomplete.",
   },
   RUNNEL_ERR_PROVIDER_BAD_RESPONSE: {
@@ -127,6 +173,8 @@ export const ERRORS = {
     grpcCode: 13,
     type: "server_error",
     retryable: true,
+    failover: "next-route",
+    health: "failure",
     description: "The provider sent a chunk that is not valid for its wire format.",
   },
   RUNNEL_ERR_CANCELLED: {
@@ -134,6 +182,8 @@ export const ERRORS = {
     grpcCode: 1,
     type: "invalid_request_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "The stream was cancelled (client disconnect or an explicit cancel).",
   },
   RUNNEL_ERR_EVENT_GAP: {
@@ -141,6 +191,8 @@ export const ERRORS = {
     grpcCode: 15,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The ingress saw a gap in a stream's event sequence; the stream is ended rather than delivered with a hole.",
   },
   RUNNEL_ERR_SLOW_CLIENT: {
@@ -148,6 +200,8 @@ export const ERRORS = {
     grpcCode: 8,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The client read slower than the stream was produced and its bounded buffer filled.",
   },
   RUNNEL_ERR_WORKER_LOST: {
@@ -155,6 +209,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The worker running the stream stopped without ending it.",
   },
   RUNNEL_ERR_EVENTS_EXPIRED: {
@@ -162,6 +218,8 @@ export const ERRORS = {
     grpcCode: 11,
     type: "invalid_request_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "The events asked for are past the replay log's retention window; the stream cannot be resumed from there.",
   },
   RUNNEL_ERR_UNAUTHORIZED: {
@@ -169,6 +227,8 @@ export const ERRORS = {
     grpcCode: 16,
     type: "authentication_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "No API key, an unknown API key, or a key (or resume token) that does not own the stream.",
   },
   RUNNEL_ERR_BODY_TOO_LARGE: {
@@ -176,6 +236,8 @@ export const ERRORS = {
     grpcCode: 3,
     type: "invalid_request_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "The request body is larger than `ingress.bodyLimitBytes`.",
   },
   RUNNEL_ERR_BODY_UNAVAILABLE: {
@@ -183,6 +245,8 @@ export const ERRORS = {
     grpcCode: 14,
     type: "server_error",
     retryable: true,
+    failover: "never",
+    health: "none",
     description: "The worker could not read a large request's body from the `runnel_bodies` object store (past its TTL, or NATS failed).",
   },
   RUNNEL_ERR_INTERNAL: {
@@ -190,6 +254,8 @@ export const ERRORS = {
     grpcCode: 13,
     type: "server_error",
     retryable: false,
+    failover: "never",
+    health: "none",
     description: "A bug in Runnel. The logs carry the stream id and the cause.",
   },
 } as const satisfies Record<string, ErrorSpec>;

@@ -3,7 +3,7 @@
  * JetStream stream): resume, polling and clients that fell behind all read
  * here, at their own pace, instead of holding events in ingress memory.
  */
-import { type Bus, DeliverPolicy } from "./bus.js";
+import { type Bus, DeliverPolicy, isNoMessageFound } from "./bus.js";
 import { decodeEvent, type StreamEvent } from "./events.js";
 import { EVENTS_STREAM, eventsSubject } from "./subjects.js";
 
@@ -104,7 +104,7 @@ export class EventLog {
       const stored = await this.bus.jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: eventsSubject(streamId) });
       return stored ? decodeEvent(stored.data) : undefined;
     } catch (error) {
-      if (error instanceof Error && /no message found/i.test(error.message)) return undefined;
+      if (isNoMessageFound(error)) return undefined;
       throw error;
     }
   }

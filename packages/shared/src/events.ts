@@ -5,6 +5,7 @@
  * small facts every consumer needs (is it terminal, what finish reason).
  */
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import type { RunnelError } from "./errors.js";
 import { type Failover, FailoverMode, FinishReason, Job, ProviderWaiting, StreamEvent } from "./gen/runnel/v1/stream.js";
 
 export type { ChatMessage, ChatRequest, ContentPart, Failover, Route, Tool, ToolCall, Usage } from "./gen/runnel/v1/stream.js";
@@ -92,6 +93,11 @@ function pieces(text: string, maxChars: number): string[] {
 
 function isHighSurrogate(code: number): boolean {
   return code >= 0xd800 && code <= 0xdbff;
+}
+
+/** The terminal error event of a failure: its code, message, retryability and HTTP status, from the catalogue. */
+export function errorEvent(error: RunnelError): EventBody {
+  return { $case: "error", value: { code: error.code, message: error.message, retryable: error.retryable, httpStatus: error.httpStatus } };
 }
 
 /** Done and error end a stream; nothing follows them. */

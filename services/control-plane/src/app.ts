@@ -12,7 +12,7 @@
  * NATS whichever replica they registered with.
  */
 import { fileURLToPath } from "node:url";
-import { Metadata, Server, ServerCredentials, type ServerDuplexStream, type ServerWritableStream, type ServiceError, status } from "@grpc/grpc-js";
+import { Server, ServerCredentials, type ServerDuplexStream, type ServerWritableStream, type ServiceError, status } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import {
@@ -32,6 +32,7 @@ import {
   withLivePosition,
 } from "@runnel/shared";
 import { HealthImplementation } from "grpc-health-check";
+import { grpcError, serviceError } from "./grpc-errors.js";
 import { healthSettingsFrom, providerStatus } from "./provider-status.js";
 import { SnapshotStore } from "./snapshot-store.js";
 import { WorkerPresence } from "./worker-presence.js";
@@ -265,24 +266,14 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   };
 }
 
-function serviceError(code: status, details: string): ServiceError {
-  return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
-}
-
 /** Adapts an async handler to grpc-js's callback style, mapping thrown errors to statuses. */
 function unary<Request, Response>(log: Logger, handler: (request: Request) => Promise<Response>) {
   return (call: { request: Request }, callback: (error: ServiceError | null, response?: Response) => void) => {
     handler(call.request).then(
       (response) => callback(null, response),
       (error: unknown) => {
-        if (isServiceError(error)) return callback(error);
-        log.error({ err: error }, "admin call failed");
-        callback(serviceError(status.INTERNAL, error instanceof Error ? error.message : String(error)));
+        callback(grpcError(log, error));
       },
     );
   };
-}
-
-function isServiceError(error: unknown): error is ServiceError {
-  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number";
 }

@@ -10,7 +10,7 @@
  */
 
 import type { EventLog, LogBatch, LogCursor } from "@runnel/shared";
-import { ERRORS, type ErrorCode, isTerminal, type StreamEvent } from "@runnel/shared";
+import { type ErrorCode, errorEvent, isTerminal, RunnelError, type StreamEvent } from "@runnel/shared";
 import type { LiveListener, StreamHub } from "./stream-hub.js";
 
 export type EventSink = (event: StreamEvent) => void;
@@ -123,13 +123,7 @@ export class StreamReader implements LiveListener {
   /** Ends the stream for this client with an error raised by the ingress (seq 0). */
   fail(code: ErrorCode, message: string): void {
     if (this.#ended) return;
-    const spec = ERRORS[code];
-    this.#deliver({
-      streamId: this.streamId,
-      seq: 0,
-      epoch: 0,
-      event: { $case: "error", value: { code, message: `stream ${this.streamId}: ${message}`, retryable: spec.retryable, httpStatus: spec.httpStatus } },
-    });
+    this.#deliver({ streamId: this.streamId, seq: 0, epoch: 0, event: errorEvent(new RunnelError(code, `stream ${this.streamId}: ${message}`)) });
   }
 
   get ended(): boolean {

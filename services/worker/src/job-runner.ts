@@ -8,15 +8,16 @@
 import {
   type Bus,
   deleteRequest,
-  ERRORS,
   type EventBody,
   EventLog,
   EventSequencer,
   encodeEvent,
+  errorEvent,
   eventsSubject,
   type Failover,
   FailoverMode,
   type HealthBook,
+  isWrongLastSequence,
   type Job,
   type Logger,
   loadRequest,
@@ -120,7 +121,7 @@ export async function runJob(context: JobContext, job: Job, controller: AbortCon
       await publishTerminal(
         context.bus,
         subject,
-        new EventSequencer(job.streamId).next(cancelledEvent(existing.cancelReason || "cancelled before start")),
+        new EventSequencer(job.streamId).next(errorEvent(new RunnelError("RUNNEL_ERR_CANCELLED", existing.cancelReason || "cancelled before start"))),
         log,
       );
       log.info("job cancelled before it started; not generating");
@@ -283,12 +284,7 @@ async function generate(
       outcome = error.code === "RUNNEL_ERR_CANCELLED" ? "cancelled" : "failed";
       if (outcome === "cancelled") observer.cancelled(error.message);
       if (outcome === "failed") log.warn({ code: error.code, err: error.message }, "stream failed");
-      await publishTerminal(
-        bus,
-        subject,
-        sequencer.next({ $case: "error", value: { code: error.code, message: error.message, retryable: error.retryable, httpStatus: error.httpStatus } }),
-        log,
-      );
+      await publishTerminal(bus, subject, sequencer.next(errorEvent(error)), log);
     }
   } finally {
     publisher.release();
@@ -394,14 +390,7 @@ async function takeOver(context: JobContext, job: Job, existing: StoredRecord, l
       takeover: true,
     };
     const ending = state.anyToken && policy === "error";
-    const fence = sequencer.next(
-      ending
-        ? {
-            $case: "error",
-            value: { code: "RUNNEL_ERR_WORKER_LOST", message: reason, retryable: true, httpStatus: ERRORS.RUNNEL_ERR_WORKER_LOST.httpStatus },
-          }
-        : { $case: "failover", value: failover },
-    );
+    const fence = sequencer.next(ending ? errorEvent(new RunnelError("RUNNEL_ERR_WORKER_LOST", reason)) : { $case: "failover", value: failover });
     if (ending) {
       // Recorded before the event goes out, so a client that sees the end finds the record ended too.
       record =
@@ -410,7 +399,7 @@ async function takeOver(context: JobContext, job: Job, existing: StoredRecord, l
     try {
       await bus.js.publish(subject, encodeEvent(fence), { expect: { lastSubjectSequence: state.lastStreamSeq }, timeout: 5_000 });
     } catch (error) {
-      if (error instanceof Error && /wrong last sequence/i.test(error.message)) {
+      if (isWrongLastSequence(error)) {
         // The lost worker wrote meanwhile: read again.
         continue;
       }
@@ -497,10 +486,6 @@ async function readStream(bus: Bus, streamId: string): Promise<StreamSoFar> {
   } finally {
     await cursor.close();
   }
-}
-
-function cancelledEvent(reason: string): EventBody {
-  return { $case: "error", value: { code: "RUNNEL_ERR_CANCELLED", message: reason, retryable: false, httpStatus: 499 } };
 }
 
 /**

@@ -92,6 +92,12 @@ export interface RunResult {
   readonly usage: Usage | undefined;
 }
 
+/** A route passed over, and whether for rate limiting (a cooldown, a provider budget): what the error says when nothing is left. */
+interface Skip {
+  readonly reason: string;
+  readonly rateLimited: boolean;
+}
+
 type Settled = { ok: true } | { ok: false; error: RunnelError };
 
 /** One provider request on one route. */
@@ -137,37 +143,27 @@ class Attempt {
   }
 }
 
-/** Failures a next route may fix, before the first token. */
+/** Failures a next route may fix, before the first token: the catalogue's failover rule of the code (docs/errors.md). */
 function failsOver(error: RunnelError, model: ModelSpec | undefined): boolean {
-  switch (error.code) {
-    case "RUNNEL_ERR_PROVIDER_RATE_LIMITED":
-    case "RUNNEL_ERR_PROVIDER_UNAVAILABLE":
-    case "RUNNEL_ERR_PROVIDER_TIMEOUT":
-    case "RUNNEL_ERR_PROVIDER_STREAM_CUT":
-    case "RUNNEL_ERR_PROVIDER_BAD_RESPONSE":
-    case "RUNNEL_ERR_PROVIDER_AUTH":
-    case "RUNNEL_ERR_NO_ROUTE":
-    case "RUNNEL_ERR_CONTEXT_LENGTH":
+  switch (error.spec.failover) {
+    case "next-route":
+    case "larger-context":
       return true;
-    case "RUNNEL_ERR_CONTENT_POLICY":
+    case "if-configured":
       return model?.failoverOnContentPolicy === true;
-    default:
+    case "never":
       return false;
   }
 }
 
-/** How a failure counts against the route's health. */
+/** How a failure counts against the route's health: the catalogue's verdict of the code. */
 function outcomeKind(error: RunnelError): OutcomeKind {
-  switch (error.code) {
-    case "RUNNEL_ERR_PROVIDER_RATE_LIMITED":
+  switch (error.spec.health) {
+    case "rate-limited":
       return OutcomeKind.OUTCOME_KIND_RATE_LIMITED;
-    case "RUNNEL_ERR_PROVIDER_UNAVAILABLE":
-    case "RUNNEL_ERR_PROVIDER_TIMEOUT":
-    case "RUNNEL_ERR_PROVIDER_STREAM_CUT":
-    case "RUNNEL_ERR_PROVIDER_BAD_RESPONSE":
-    case "RUNNEL_ERR_PROVIDER_AUTH":
+    case "failure":
       return OutcomeKind.OUTCOME_KIND_FAILED;
-    default:
+    case "none":
       // Cancelled, a client error, a lost hedge: no verdict on the route.
       return OutcomeKind.OUTCOME_KIND_RELEASED;
   }
@@ -204,7 +200,7 @@ export class RouteRunner {
   #active = new Set<Attempt>();
   #tried = 0;
   /** Skipped routes and why, for the error when nothing is left. */
-  readonly #skipped: string[] = [];
+  readonly #skipped: Skip[] = [];
   /** Failures before the current winner, for the error when nothing is left. */
   #lastError: RunnelError | undefined;
   /** The failure after the first token that started the current failover: never masked by what follows. */
@@ -270,7 +266,8 @@ export class RouteRunner {
       const error = outcome.error;
       this.#report(winner, outcomeKind(error), error);
       this.#deps.observer.attemptEnded(winner.info, error.code);
-      if (this.#input.signal.aborted || this.#policy === "error" || !failsOver(error, this.#model) || error.code === "RUNNEL_ERR_CONTEXT_LENGTH") {
+      // A context too long for the route cannot be continued or restarted elsewhere after its first token either.
+      if (this.#input.signal.aborted || this.#policy === "error" || !failsOver(error, this.#model) || error.spec.failover === "larger-context") {
         throw error;
       }
       this.#original ??= error;
@@ -348,7 +345,7 @@ export class RouteRunner {
         continue;
       } else {
         this.#lastError = error;
-        if (error.code === "RUNNEL_ERR_CONTEXT_LENGTH") this.#needWindow = Math.max(this.#needWindow, attempt.spec.contextWindow);
+        if (error.spec.failover === "larger-context") this.#needWindow = Math.max(this.#needWindow, attempt.spec.contextWindow);
       }
       if (active.size === 0) {
         const next = this.#launchNext(false);
@@ -366,15 +363,17 @@ export class RouteRunner {
   }
 
   /** The provider a route would run on now, or why it cannot be tried. Reads health; changes nothing. */
-  #candidate(spec: RouteSpec): { readonly provider: ProviderSpec } | { readonly unfit: string } {
+  #candidate(spec: RouteSpec): { readonly provider: ProviderSpec } | { readonly unfit: Skip } {
     const name = `${spec.provider}/${spec.model}`;
     if (this.#needWindow >= 0 && !(spec.contextWindow > this.#needWindow))
-      return { unfit: `${name}: context window not larger than the one that was exceeded` };
+      return { unfit: { reason: `${name}: context window not larger than the one that was exceeded`, rateLimited: false } };
     const route = { provider: spec.provider, model: spec.model };
     const admission = this.#deps.health.admission(route);
-    if (!admission.ok) return { unfit: `${name}: ${admission.reason} for ${admission.retryAfterMs} ms` };
+    // A cooldown or a provider budget is rate limiting; an open circuit is not.
+    if (!admission.ok)
+      return { unfit: { reason: `${name}: ${admission.reason} for ${admission.retryAfterMs} ms`, rateLimited: admission.reason !== "circuit-open" } };
     const provider = this.#deps.table.providerForRoute(this.#input.job.model, route);
-    return provider ? { provider } : { unfit: `${name}: provider not in this worker's routing snapshot` };
+    return provider ? { provider } : { unfit: { reason: `${name}: provider not in this worker's routing snapshot`, rateLimited: false } };
   }
 
   /**
@@ -393,7 +392,7 @@ export class RouteRunner {
     while (this.#queue.length > 0) {
       const limit = this.#limitReached();
       if (limit) {
-        this.#skipped.push(limit);
+        this.#skipped.push({ reason: limit, rateLimited: false });
         return undefined;
       }
       const spec = this.#queue.shift() as RouteSpec;
@@ -537,14 +536,15 @@ export class RouteRunner {
   }
 
   #nothingLeft(): RunnelError {
+    const reasons = this.#skipped.map((skip) => skip.reason).join("; ");
     if (this.#lastError) {
       if (this.#skipped.length === 0) return this.#lastError;
-      return new RunnelError(this.#lastError.code, `${this.#lastError.message} (no other route: ${this.#skipped.join("; ")})`, { cause: this.#lastError });
+      return new RunnelError(this.#lastError.code, `${this.#lastError.message} (no other route: ${reasons})`, { cause: this.#lastError });
     }
-    const rateLimited = this.#skipped.length > 0 && this.#skipped.every((reason) => /cooldown|budget/.test(reason));
+    const rateLimited = this.#skipped.length > 0 && this.#skipped.every((skip) => skip.rateLimited);
     return new RunnelError(
       rateLimited ? "RUNNEL_ERR_PROVIDER_RATE_LIMITED" : "RUNNEL_ERR_NO_ROUTE",
-      `no route of model "${this.#input.job.model}" can take the request now: ${this.#skipped.join("; ") || "it has no routes"}`,
+      `no route of model "${this.#input.job.model}" can take the request now: ${reasons || "it has no routes"}`,
     );
   }
 }
