@@ -384,6 +384,16 @@ describe("the image (deploy/Dockerfile; no Docker engine here, so its properties
     assert.ok(existsSync(join(REPO_ROOT, "proto")));
   });
 
+  test("the install stages copy every workspace's package.json, which npm ci needs to install from the lock file", () => {
+    const workspaces = (JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { workspaces: string[] }).workspaces;
+    const stages = dockerfile.split(/\nFROM /).filter((stage) => /npm ci/.test(stage));
+    assert.ok(stages.length >= 2, "a build and a production-dependencies stage install with npm ci");
+    for (const stage of stages) {
+      for (const workspace of workspaces)
+        assert.match(stage, new RegExp(`COPY ${workspace}/package\\.json ${workspace}/`), `${workspace} in a stage running npm ci`);
+    }
+  });
+
   test(".dockerignore keeps node_modules, build output and local tools out of the context", () => {
     const ignore = readFileSync(join(REPO_ROOT, ".dockerignore"), "utf8").split("\n");
     for (const entry of ["**/node_modules", "**/dist", ".git", ".tools"]) assert.ok(ignore.includes(entry), entry);

@@ -10,6 +10,7 @@
  *   SIGTERM stop every process it started, and the temporary NATS store.
  */
 import { isAbsolute, resolve } from "node:path";
+import { loadConfig } from "@runnel/shared";
 import { type NatsHandle, startNats } from "./nats.js";
 import { type Stack, startStack } from "./stack.js";
 import { startTraces, type Traces } from "./traces.js";
@@ -30,6 +31,17 @@ export interface StartOptions {
 export function resolveConfigPath(path: string | undefined, cwd: string): string | undefined {
   if (!path) return undefined;
   return isAbsolute(path) ? path : resolve(cwd, path);
+}
+
+/** What the banner's example request asks for: the config's first model, and whether it needs a key. */
+function example(env: Readonly<Record<string, string | undefined>>): { model: string; auth: boolean } {
+  try {
+    const config = loadConfig(env);
+    return { model: config.models[0]?.name ?? "mock", auth: config.auth !== undefined };
+  } catch {
+    // The control plane will say what is wrong with it, naming the field.
+    return { model: "mock", auth: false };
+  }
 }
 
 /** The admin CLI command that reaches this stack's control plane. */
@@ -109,6 +121,7 @@ export async function start(options: StartOptions): Promise<void> {
     return;
   }
 
+  const sample = example({ ...env, ...(config ? { RUNNEL_CONFIG: config } : {}) });
   process.stdout.write(
     [
       "",
@@ -116,7 +129,8 @@ export async function start(options: StartOptions): Promise<void> {
       `Config: ${config ?? "built-in (model mock; set RUNNEL_CONFIG to serve your own)"}; kill -HUP ${process.pid} reloads it`,
       "Try:",
       `  curl -N ${stack.ingressUrl}/v1/chat/completions -H 'content-type: application/json' \\`,
-      `    -d '{"model":"mock","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
+      ...(sample.auth ? ["    -H 'authorization: Bearer <one of auth.apiKeys>' \\"] : []),
+      `    -d '{"model":${JSON.stringify(sample.model)},"stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
       `Admin: ${adminCommand(grpcPort)}   (control plane ${stack.controlPlaneTarget})`,
       traces.note,
       "Ctrl-C stops everything.",

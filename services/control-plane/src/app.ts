@@ -223,11 +223,19 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   );
   reflection.addToServer(server);
 
-  const setServing = (serving: boolean) => {
-    const value = serving ? "SERVING" : "NOT_SERVING";
+  let serving = false;
+  const setServing = (now: boolean) => {
+    serving = now;
+    const value = now ? "SERVING" : "NOT_SERVING";
     grpcHealth.setStatus("", value);
     for (const name of SERVICE_NAMES) grpcHealth.setStatus(name, value);
   };
+  // gRPC health is what the chart's probes ask: not serving while NATS is away (records, cancels and drains need it).
+  let listening = false;
+  const connectionWatch = setInterval(() => {
+    if (listening && !closing && serving !== bus.connected()) setServing(bus.connected());
+  }, 1_000);
+  connectionWatch.unref();
 
   return {
     server,
@@ -239,7 +247,8 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
       const bound = await new Promise<number>((resolve, reject) =>
         server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (error, actual) => (error ? reject(error) : resolve(actual))),
       );
-      setServing(true);
+      listening = true;
+      setServing(bus.connected());
       return bound;
     },
     beginShutdown() {
@@ -248,6 +257,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
     },
     async close(graceMs = 5_000) {
       closing = true;
+      clearInterval(connectionWatch);
       setServing(false);
       outcomes.unsubscribe();
       // End the long-lived calls ourselves: tryShutdown waits for them otherwise.
