@@ -274,6 +274,11 @@ export interface ClientAuth {
 export interface ClientKey {
   name: string;
   sha256: Buffer;
+  /**
+   * An admin key (runnel.yaml `admin: true`) may also use the console's
+   * traffic inspector: every stream in flight, and cancelling any of them.
+   */
+  admin: boolean;
 }
 
 export interface ProviderSpec {
@@ -957,7 +962,7 @@ export const ClientAuth: MessageFns<ClientAuth> = {
 };
 
 function createBaseClientKey(): ClientKey {
-  return { name: "", sha256: Buffer.alloc(0) };
+  return { name: "", sha256: Buffer.alloc(0), admin: false };
 }
 
 export const ClientKey: MessageFns<ClientKey> = {
@@ -967,6 +972,9 @@ export const ClientKey: MessageFns<ClientKey> = {
     }
     if (message.sha256.length !== 0) {
       writer.uint32(18).bytes(message.sha256);
+    }
+    if (message.admin !== false) {
+      writer.uint32(24).bool(message.admin);
     }
     return writer;
   },
@@ -1000,6 +1008,14 @@ export const ClientKey: MessageFns<ClientKey> = {
             message.sha256 = Buffer.from(reader.bytes());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.admin = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1016,6 +1032,7 @@ export const ClientKey: MessageFns<ClientKey> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       sha256: isSet(object.sha256) ? Buffer.from(bytesFromBase64(object.sha256)) : Buffer.alloc(0),
+      admin: isSet(object.admin) ? globalThis.Boolean(object.admin) : false,
     };
   },
 
@@ -1027,6 +1044,9 @@ export const ClientKey: MessageFns<ClientKey> = {
     if (message.sha256.length !== 0) {
       obj.sha256 = base64FromBytes(message.sha256);
     }
+    if (message.admin !== false) {
+      obj.admin = message.admin;
+    }
     return obj;
   },
 
@@ -1037,6 +1057,7 @@ export const ClientKey: MessageFns<ClientKey> = {
     const message = createBaseClientKey();
     message.name = object.name ?? "";
     message.sha256 = object.sha256 ?? Buffer.alloc(0);
+    message.admin = object.admin ?? false;
     return message;
   },
 };
