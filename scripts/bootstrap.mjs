@@ -187,6 +187,8 @@ export function ensureChromium() {
 export function build() {
   log("building (tsc -b)");
   run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-b"]);
+  // The web console's pages and assets (esbuild), which the ingress serves from services/console/dist/public.
+  run(process.execPath, [join(ROOT, "services", "console", "build.mjs")]);
 }
 
 /** Everything a fresh clone needs. Returns the nats-server binary path (undefined when NATS_URL is set). */
