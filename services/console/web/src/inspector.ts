@@ -159,7 +159,7 @@ function cells(row: StreamRow, now: number): Record<(typeof COLUMNS)[number], st
     id: shortId(row.id),
     key: row.key || "—",
     model: row.model || "—",
-    route: row.provider ? `${row.provider}/${row.route}` : row.route || "—",
+    route: row.provider && row.route ? `${row.provider}/${row.route}` : row.provider || row.route || "—",
     state: ended ? row.outcome || row.phase : row.phase,
     age: ms(streams.ageMs(row, now)),
     ttft: row.ttftMs === null ? "—" : ms(row.ttftMs),

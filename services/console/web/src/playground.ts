@@ -31,6 +31,7 @@ const elements = {
   answer: byId<HTMLElement>("answer"),
   status: byId<HTMLElement>("status"),
   timeline: byId<HTMLElement>("timeline"),
+  timelineNote: byId<HTMLElement>("timeline-note"),
 };
 
 let session: StreamSession | undefined;
@@ -157,30 +158,30 @@ function render(): void {
   elements.send.disabled = !current.ended;
 }
 
-/** The inter-token timeline: one bar per token, its height the gap before it (the first token's bar is the time to first token, left out). */
+/** The inter-token timeline: one bar per token, its height the gap before it (the first token's bar, the time to first token, is left out). */
 function renderTimeline(gaps: readonly number[]): void {
-  const width = 480;
-  const height = 56;
+  const width = 600;
+  const height = 60;
   const inter = gaps.slice(1);
   const highest = Math.max(1, ...inter);
-  const barWidth = width / TIMELINE_GAPS;
+  // At least 60 slots, so a short answer does not get a few very wide bars.
+  const barWidth = width / Math.min(TIMELINE_GAPS, Math.max(60, inter.length));
   const bars = inter.map((gap, index) => {
-    const barHeight = Math.max(1, (gap / highest) * (height - 12));
+    const barHeight = Math.max(1, (gap / highest) * height);
     return svg("rect", {
       x: (index * barWidth).toFixed(2),
       y: (height - barHeight).toFixed(2),
-      width: Math.max(1, barWidth - 0.5).toFixed(2),
+      width: Math.max(0.5, barWidth * 0.8).toFixed(2),
       height: barHeight.toFixed(2),
     });
   });
+  elements.timelineNote.textContent =
+    inter.length === 0
+      ? "Inter-token timeline: one bar per token, as high as the gap before it."
+      : `Inter-token timeline: ${inter.length} gaps, the highest ${ms(highest)}.`;
   replace(
     elements.timeline,
-    svg(
-      "svg",
-      { viewBox: `0 0 ${width} ${height}`, width: "100%", height, role: "img", "aria-label": "gap before each token" },
-      svg("text", { x: 0, y: 10, class: "axis" }, inter.length === 0 ? "inter-token gaps" : `gap before each token (highest ${ms(highest)})`),
-      ...bars,
-    ),
+    svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": "the gap before each token" }, ...bars),
   );
 }
 
