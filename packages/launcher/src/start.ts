@@ -12,7 +12,7 @@
 import { isAbsolute, resolve } from "node:path";
 import { type NatsHandle, startNats } from "./nats.js";
 import { type Stack, startStack } from "./stack.js";
-import { startTraces, type Traces } from "./traces.js";
+import { type JaegerBuild, startTraces, type Traces } from "./traces.js";
 
 /** The control plane's port when GRPC_PORT is unset: where the admin CLI looks by default. */
 const DEFAULT_GRPC_PORT = 50051;
@@ -24,6 +24,8 @@ export interface StartOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** The directory the user ran `npm start` in (npm's INIT_CWD), for a relative RUNNEL_CONFIG. */
   readonly cwd: string;
+  /** Starts building Jaeger in the background when no binary is found (the bootstrap's buildJaegerInBackground). */
+  readonly buildJaeger?: () => JaegerBuild | undefined;
 }
 
 /** Where a relative RUNNEL_CONFIG points: the directory the user ran the command in, not the package root npm moves to. */
@@ -60,7 +62,7 @@ export async function start(options: StartOptions): Promise<void> {
     try {
       await stack?.stop();
       await nats?.stop();
-      traces?.jaeger?.kill("SIGTERM");
+      await traces?.stop();
     } finally {
       process.exit(code);
     }
@@ -86,13 +88,13 @@ export async function start(options: StartOptions): Promise<void> {
   });
   // Last resort if this process dies some other way: no child may outlive it.
   process.on("exit", () => {
-    const children = [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [], traces?.jaeger ?? []);
+    const children = [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [], traces?.processes() ?? []);
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   });
 
   try {
     nats = await startNats({ forceLocal: !env.NATS_URL });
-    traces = await startTraces();
+    traces = await startTraces({ build: options.buildJaeger });
     stack = await startStack({
       natsUrl: nats.url,
       ingressPort: port,
@@ -118,11 +120,15 @@ export async function start(options: StartOptions): Promise<void> {
       `  curl -N ${stack.ingressUrl}/v1/chat/completions -H 'content-type: application/json' \\`,
       `    -d '{"model":"mock","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
       `Admin: ${adminCommand(grpcPort)}   (control plane ${stack.controlPlaneTarget})`,
+      `Console: ${stack.ingressUrl}/ (playground) and ${stack.ingressUrl}/console/streams (inspector)`,
       traces.note,
       "Ctrl-C stops everything.",
       "",
     ].join("\n"),
   );
+  void traces.later?.then((line) => {
+    if (line && !stopping) process.stdout.write(`${line}\n`);
+  });
 
   for (const service of stack.services.values()) {
     service.process.once("exit", (code, signal) => {
