@@ -9,7 +9,7 @@
  *                                              every half second (changes only) and `routes` FeedRoutes
  *   GET    /console/api/streams/{id}           StreamDetail
  *   DELETE /console/api/streams/{id}           StreamDetail after the cancel
- *   GET    /console/api/streams/{id}/trace     StreamTrace
+ *   GET    /console/api/streams/{id}/trace     StreamTrace (traceId null until the backend has it)
  *
  * Every call but `status` needs an admin key (`Authorization: Bearer`), or
  * nothing on a gateway without auth that opened the inspector; a disabled
@@ -136,8 +136,11 @@ export interface TraceSpan {
 }
 
 export interface StreamTrace {
-  readonly traceId: string;
+  /** Null while the backend has no trace of the stream (its spans are exported as they end): ask again later. */
+  readonly traceId: string | null;
   /** The trace in the configured viewer (RUNNEL_TRACE_LINK), if any. */
   readonly link: string | null;
   readonly spans: readonly TraceSpan[];
+  /** Why there is no trace yet, when there is none. */
+  readonly pending: string | null;
 }

@@ -73,9 +73,13 @@ describe("the console board", () => {
     assert.equal(row?.partial, true);
     assert.equal(row?.tokens, 41);
     assert.equal(row?.ttftMs, null);
+    // What the record says: when the job was queued, and who claimed it; what happened between is not known.
     assert.deepEqual(
-      board.timeline("running-a")?.map((entry) => entry.kind),
-      [],
+      board.timeline("running-a")?.map((entry) => [entry.kind, entry.atMs]),
+      [
+        ["queued", T0],
+        ["claimed", T0 + 50_000],
+      ],
     );
   });
 

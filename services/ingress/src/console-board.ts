@@ -96,16 +96,24 @@ export class ConsoleBoard {
     let entry = this.#entries.get(state.streamId);
     if (!entry) {
       if (terminal && !live && nowMs - (state.updatedAtMs || writtenAtMs) > this.options.lingerMs) return;
-      entry = this.#create(state.streamId, state.createdAtMs || writtenAtMs, !live);
+      // The job's creation time is in the record: the stream's start is known even when the inspector joined later.
+      entry = this.#create(state.streamId, state.createdAtMs || writtenAtMs, !live, state.createdAtMs > 0);
       if (!entry) return;
       if (!live) entry.baseTokens = Math.max(0, state.lastSeq - 1);
+    }
+    if (state.createdAtMs > 0 && state.createdAtMs !== entry.createdAtMs) {
+      // First seen by an event (the record came later): the record has the job's real creation time.
+      entry.createdAtMs = state.createdAtMs;
+      const first = entry.timeline[0];
+      if (first?.kind === "queued") entry.timeline[0] = { ...first, atMs: state.createdAtMs };
     }
     entry.key = state.keyId || entry.key;
     entry.model = state.model || entry.model;
     if (state.provider) entry.provider = state.provider;
     entry.lastSeq = Math.max(entry.lastSeq, state.lastSeq);
     if (state.owner && state.owner !== entry.owner) {
-      if (live) this.#note(entry, writtenAtMs, "claimed", entry.owner ? `taken over by ${state.owner} (from ${entry.owner})` : `claimed by ${state.owner}`);
+      // A record read when the inspector joined was last written then: for a running stream, by its claim.
+      this.#note(entry, writtenAtMs, "claimed", entry.owner ? `taken over by ${state.owner} (from ${entry.owner})` : `claimed by ${state.owner}`);
       entry.owner = state.owner;
     }
     if (entry.endedAtMs === null) {
@@ -140,7 +148,7 @@ export class ConsoleBoard {
     if (!entry) {
       // Events with no record yet (the watch is late) or of a stream the inspector joined mid-way.
       if (body.$case === "done" || body.$case === "error") return;
-      entry = this.#create(event.streamId, atMs, event.seq > 1);
+      entry = this.#create(event.streamId, atMs, event.seq > 1, false);
       if (!entry) return;
       entry.phase = "running";
     }
@@ -267,7 +275,7 @@ export class ConsoleBoard {
     this.overflow = 0;
   }
 
-  #create(id: string, createdAtMs: number, partial: boolean): Entry | undefined {
+  #create(id: string, createdAtMs: number, partial: boolean, startKnown: boolean): Entry | undefined {
     if (this.#entries.size >= this.options.maxStreams) {
       this.overflow += 1;
       return undefined;
@@ -298,7 +306,7 @@ export class ConsoleBoard {
       dirty: true,
     };
     this.#entries.set(id, entry);
-    if (!partial) this.#note(entry, createdAtMs, "queued", "job queued");
+    if (startKnown || !partial) this.#note(entry, createdAtMs, "queued", "job queued");
     return entry;
   }
 

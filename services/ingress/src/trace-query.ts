@@ -116,5 +116,8 @@ export async function findStreamTrace(baseUrl: string, streamId: string, link: s
   if (!parsed.success) throw new Error(`the trace backend's answer is not Jaeger's format: ${parsed.error.issues[0]?.message ?? ""}`);
   const trace = pickTrace(parsed.data.data ?? [], streamId);
   if (!trace) return { found: false, reason: "no trace of this stream yet (spans are exported when they end)" };
-  return { found: true, trace: { traceId: trace.traceID, link: link ? link.replaceAll("{traceId}", trace.traceID) : null, spans: toSpans(trace) } };
+  return {
+    found: true,
+    trace: { traceId: trace.traceID, link: link ? link.replaceAll("{traceId}", trace.traceID) : null, spans: toSpans(trace), pending: null },
+  };
 }

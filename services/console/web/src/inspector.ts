@@ -192,7 +192,11 @@ function renderStreams(): void {
     const values = cells(row, now);
     for (const column of COLUMNS) {
       const td = tr.querySelector<HTMLElement>(`td[data-col="${column}"]`);
-      if (td && td.textContent !== values[column]) td.textContent = values[column];
+      if (td && td.textContent !== values[column]) {
+        td.textContent = values[column];
+        // Long outcomes and routes are cut in the cell: the whole text is its tooltip.
+        if (column === "state" || column === "route") td.title = values[column];
+      }
     }
     tr.dataset.phase = row.phase;
     tr.classList.toggle("ended", row.endedAtMs !== null);
@@ -301,14 +305,15 @@ async function refreshDetail(): Promise<void> {
 async function refreshTrace(id: string): Promise<void> {
   const answer = await api<StreamTrace>(`/streams/${encodeURIComponent(id)}/trace`);
   if (id !== selected) return;
-  if (!answer.body) {
-    elements.waterfallNote.textContent = answer.status === 404 ? "not in the trace backend yet; looking again…" : answer.message;
+  const found = answer.body;
+  if (!found || found.traceId === null) {
+    elements.waterfallNote.textContent = found ? `${found.pending ?? "not in the trace backend yet"}; looking again…` : answer.message;
     return;
   }
-  trace = answer.body;
-  const link = trace.link;
-  replace(elements.detailTrace, link ? h("a", { href: link, target: "_blank", rel: "noopener noreferrer" }, trace.traceId) : trace.traceId);
-  renderWaterfall(trace);
+  trace = found;
+  const { link, traceId } = found;
+  replace(elements.detailTrace, link ? h("a", { href: link, target: "_blank", rel: "noopener noreferrer" }, traceId) : traceId);
+  renderWaterfall(found);
 }
 
 function renderWaterfall(found: StreamTrace): void {

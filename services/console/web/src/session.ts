@@ -132,6 +132,8 @@ export class StreamSession {
         this.#chunk(item.seq, item.chunk);
         break;
       case "done":
+        // On WebSocket the done frame is the end event itself, with its position; elsewhere it has none.
+        this.ledger.accept(item.seq);
         this.finishReason = item.finishReason ?? this.finishReason;
         this.usage = item.usage ?? this.usage;
         this.status = "done";

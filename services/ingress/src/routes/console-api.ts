@@ -177,8 +177,8 @@ export function registerConsoleApi(app: FastifyInstance, context: RouteContext, 
     } catch (error) {
       throw new RunnelError("RUNNEL_ERR_NOT_READY", `the trace backend did not answer: ${(error as Error).message}`, { cause: error });
     }
-    if (!lookup.found) throw new RunnelError("RUNNEL_ERR_STREAM_NOT_FOUND", lookup.reason);
-    const trace: StreamTrace = lookup.trace;
+    // Not there yet is an answer, not an error: the page asks again.
+    const trace: StreamTrace = lookup.found ? lookup.trace : { traceId: null, link: null, spans: [], pending: lookup.reason };
     return noStore(reply).send(trace);
   });
 }
