@@ -224,6 +224,12 @@ export class ConsoleBoard {
     }
   }
 
+  /** Some running stream's transport is not known yet (its client is on another replica). */
+  get transportsWanted(): boolean {
+    for (const entry of this.#entries.values()) if (entry.endedAtMs === null && entry.transport === "unknown") return true;
+    return false;
+  }
+
   /** Someone asked, from the inspector, to cancel it. */
   cancelRequested(streamId: string, by: string, atMs: number): void {
     const entry = this.#entries.get(streamId);

@@ -49,6 +49,8 @@ export interface ServedStream {
   readonly streamId?: string | undefined;
 }
 
+/** Least time between two requests for other replicas' transports. */
+const ASK_AGAIN_MS = 1_000;
 /** Most transports one replica reports to another's inspector. */
 const MAX_REPORTED_TRANSPORTS = 5_000;
 
@@ -189,8 +191,15 @@ export class ConsoleFeed {
       () => attached.unsubscribe(),
     );
 
+    let askedAt = 0;
+    const askOthers = () => {
+      askedAt = Date.now();
+      void this.#askOtherReplicas();
+    };
     const tick = setInterval(() => {
       for (const [id, transport] of Object.entries(this.#localTransports(Number.POSITIVE_INFINITY))) board.transport(id, transport);
+      // New streams of other replicas' clients: ask them soon rather than at the next round.
+      if (board.transportsWanted && Date.now() - askedAt >= ASK_AGAIN_MS) askOthers();
       const changes = board.tick(Date.now());
       if (changes.upserts.length > 0 || changes.removes.length > 0) {
         this.#broadcast({ event: "streams", data: { now: Date.now(), full: false, ...changes, overflow: board.overflow } });
@@ -198,7 +207,7 @@ export class ConsoleFeed {
     }, this.#deps.tickMs ?? 500);
     const health = () => {
       void this.#refreshRoutes();
-      void this.#askOtherReplicas();
+      askOthers();
     };
     health();
     const routes = setInterval(health, this.#deps.routesMs ?? 2_000);

@@ -21,6 +21,7 @@ import { after, before, describe, test } from "node:test";
 import { findJaeger, freePort, type JaegerHandle, type NatsHandle, REPO_ROOT, type Stack, startJaeger, startNats, startStack } from "@runnel/launcher";
 import { mockText } from "@runnel/mock-provider";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
+import WebSocket from "ws";
 import { mockRequests, waitForMockRequest } from "./helpers.js";
 
 /** The page's own globals, for the functions Playwright runs there (this project's TypeScript has no DOM library). */
@@ -77,6 +78,23 @@ async function ask(page: Page, model: string, transport: string): Promise<void> 
   await page.click("#send");
 }
 
+/** A stream over a WebSocket (the `ws` client), kept open until `stop()`; `text` gathers its frames. */
+async function openSocketStream(base: string, key: string, body: object): Promise<{ id: string; transport: string; stop: () => void; text: Promise<string> }> {
+  const socket = new WebSocket(`${base.replace(/^http/, "ws")}/v1/ws`, ["runnel.v1"], { headers: { authorization: `Bearer ${key}` } });
+  let frames = "";
+  const text = new Promise<string>((resolve) => socket.once("close", () => resolve(frames)));
+  const id = await new Promise<string>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.once("open", () => socket.send(JSON.stringify({ type: "request", id: "crowd", body })));
+    socket.on("message", (data: Buffer) => {
+      frames += `${data.toString()}\n`;
+      const frame = JSON.parse(data.toString()) as { type: string; streamId?: string };
+      if (frame.type === "started" && frame.streamId) resolve(frame.streamId);
+    });
+  });
+  return { id, transport: "websocket", stop: () => socket.close(1000), text };
+}
+
 describe("the Runnel console in a real browser", () => {
   const apiKey = `sk-console-${randomBytes(12).toString("hex")}`;
   const adminKey = `sk-console-admin-${randomBytes(12).toString("hex")}`;
@@ -105,6 +123,8 @@ describe("the Runnel console in a real browser", () => {
     nats = await startNats();
     stack = await startStack({
       natsUrl: nats.url,
+      // Two ingress replicas: the inspector on one lists the streams of both.
+      replicas: { ingress: 2 },
       env: {
         RUNNEL_CONFIG: CONFIG,
         RUNNEL_TEST_API_KEY: apiKey,
@@ -256,19 +276,32 @@ describe("the Runnel console in a real browser", () => {
     await inspector.fill("#admin-key", adminKey);
     await inspector.click("#admin-form button[type=submit]");
     await inspector.waitForSelector('#feed-status[data-state="live"]');
-    const streams: { id: string; controller: AbortController; text: Promise<string> }[] = [];
+    // Across the cluster: half the streams on each of the two ingress replicas (the inspector is on the first),
+    // most over SSE, two over NDJSON and two over WebSocket.
+    const streams: { id: string; transport: string; stop: () => void; text: Promise<string> }[] = [];
     try {
       for (let index = 0; index < 20; index += 1) {
+        const base = (stack as Stack).ingressUrls[index % 2] as string;
+        const body = { model: "crowd", stream: true, messages: [{ role: "user", content: `stream ${index}` }] };
+        if (index % 10 === 9) {
+          streams.push(await openSocketStream(base, apiKey, body));
+          continue;
+        }
+        const transport = index % 10 === 8 ? "ndjson" : "sse";
         const controller = new AbortController();
-        const response = await fetch(`${ingress()}/v1/chat/completions`, {
+        const response = await fetch(`${base}/v1/chat/completions`, {
           method: "POST",
-          headers: { "content-type": "application/json", authorization: `Bearer ${apiKey}` },
-          body: JSON.stringify({ model: "crowd", stream: true, messages: [{ role: "user", content: `stream ${index}` }] }),
+          headers: {
+            "content-type": "application/json",
+            authorization: `Bearer ${apiKey}`,
+            ...(transport === "ndjson" ? { accept: "application/x-ndjson" } : {}),
+          },
+          body: JSON.stringify(body),
           signal: controller.signal,
         });
         assert.equal(response.status, 200);
         const id = response.headers.get("x-runnel-stream-id") ?? "";
-        streams.push({ id, controller, text: response.text().catch(() => "") });
+        streams.push({ id, transport, stop: () => controller.abort(), text: response.text().catch(() => "") });
       }
       const ids = streams.map((stream) => stream.id);
       // Functions, not strings: the page's CSP forbids evaluating strings, Playwright's included.
@@ -285,7 +318,9 @@ describe("the Runnel console in a real browser", () => {
         assert.equal(await cell(id, "key"), "console-user", "the key's name");
         assert.equal(await cell(id, "model"), "crowd");
         assert.equal(await cell(id, "route"), "mock/mock?tokens=3000&itl=10&seed=7");
-        assert.equal(await cell(id, "transport"), "sse");
+        // Each client's transport, whichever replica serves it (the other replica is asked about once a second).
+        const transport = streams.find((stream) => stream.id === id)?.transport ?? "";
+        await inspector.waitForSelector(`tr[data-stream-id="${id}"] td[data-col="transport"]:text-is("${transport}")`, { timeout: 10_000 });
         assert.ok(parseMs(await cell(id, "ttft")) > 0, "time to first token");
         assert.ok(Number((await cell(id, "tokens")).replace(/,/g, "")) > 0, "tokens so far");
         assert.ok(Number(await cell(id, "rate")) > 0, "tokens per second");
@@ -340,7 +375,7 @@ describe("the Runnel console in a real browser", () => {
             ),
           ),
       );
-      for (const stream of streams) stream.controller.abort();
+      for (const stream of streams) stream.stop();
     }
   });
 
