@@ -140,7 +140,7 @@ export function registerConsoleApi(app: FastifyInstance, context: RouteContext, 
       response.end();
     }
     ending.add(end);
-    request.raw.once("close", end);
+    // The connection went (the page closed, the network broke) or the response ended.
     response.once("close", end);
     return reply;
   });
