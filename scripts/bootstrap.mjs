@@ -199,9 +199,10 @@ export function ensureJaeger() {
 /**
  * For `npm start`, which does not wait for it: builds Jaeger in the
  * background, at a low priority, logging to .runnel/jaeger-build.log.
- * Returns the build (its process, a promise of the binary's path) or
- * undefined without Go. npm start stops it when it stops; Go's build cache
- * keeps what was compiled, so the next start carries on from there.
+ * Returns the build (its process, a promise of the binary's path, `kill`
+ * for its whole process group) or undefined without Go. npm start stops it
+ * when it stops; Go's build cache keeps what was compiled, so the next start
+ * carries on from there.
  */
 export function buildJaegerInBackground() {
   if (!onPath("go")) return undefined;
@@ -212,9 +213,9 @@ export function buildJaegerInBackground() {
   const partial = join(TOOLS_BIN, `jaeger.partial-${process.pid}`);
   const { args, env } = jaegerBuild(partial);
   const nice = onPath("nice");
-  const child = nice
-    ? spawn(nice, ["-n", "10", "go", ...args], { cwd: ROOT, env, stdio: ["ignore", output, output] })
-    : spawn("go", args, { cwd: ROOT, env, stdio: ["ignore", output, output] });
+  // Its own process group, so that stopping it stops the compilers it runs too (go leaves them running otherwise).
+  const options = { cwd: ROOT, env, stdio: ["ignore", output, output], detached: true };
+  const child = nice ? spawn(nice, ["-n", "10", "go", ...args], options) : spawn("go", args, options);
   const done = new Promise((resolve) => {
     child.once("error", () => resolve(undefined));
     child.once("exit", (code) => {
@@ -228,7 +229,14 @@ export function buildJaegerInBackground() {
       resolve(binary);
     });
   });
-  return { process: child, done, log: logPath };
+  const kill = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // already gone
+    }
+  };
+  return { process: child, done, log: logPath, kill };
 }
 
 /** The browser test drives the system's Chromium and never downloads one. */

@@ -64,6 +64,8 @@ export interface JaegerBuild {
   readonly done: Promise<string | undefined>;
   /** Its log file. */
   readonly log: string;
+  /** Signals the build and every compiler it started (its process group). */
+  kill(signal: NodeJS.Signals): void;
 }
 
 export function findJaeger(): string | undefined {
@@ -220,6 +222,8 @@ export async function startTraces(options: { build?: (() => JaegerBuild | undefi
 
   const build = options.build?.();
   if (!build) return none("Traces: off (no jaeger binary, and Go is not installed to build one; see docs/observability.md)");
+  // However this process ends, the build (and its compilers) end with it.
+  process.once("exit", () => build.kill("SIGKILL"));
   let jaeger: JaegerHandle | undefined;
   let stopped = false;
   const later = build.done.then(async (built) => {
@@ -240,7 +244,7 @@ export async function startTraces(options: { build?: (() => JaegerBuild | undefi
     processes: () => [build.process, ...(jaeger ? [jaeger.process] : [])],
     stop: async () => {
       stopped = true;
-      if (build.process.exitCode === null) build.process.kill("SIGTERM");
+      if (build.process.exitCode === null) build.kill("SIGTERM");
       await jaeger?.stop();
     },
   };
