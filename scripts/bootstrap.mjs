@@ -2,9 +2,9 @@
 // installs npm dependencies when missing or stale, makes sure a nats-server
 // binary exists, and builds every workspace. Plain Node, no dependencies:
 // it runs before anything is installed.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -155,6 +155,90 @@ export function ensurePythonClients() {
   return python;
 }
 
+/**
+ * Jaeger v2, the trace backend `npm start` runs and the console's test reads
+ * traces from: packages/launcher/jaeger/go.mod pins it (Jaeger's own go.mod
+ * has replace directives, so `go install <path>@<version>` refuses it; it is
+ * built as a tool of that module). The build has no web UI: the console's
+ * inspector draws the traces from its query API.
+ */
+const JAEGER_MODULE_DIR = join(ROOT, "packages", "launcher", "jaeger");
+const JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger";
+
+/** A jaeger binary on the PATH, else in .tools/bin. */
+export function findJaeger() {
+  const cached = join(TOOLS_BIN, "jaeger");
+  return onPath("jaeger") || (existsSync(cached) ? cached : undefined);
+}
+
+function jaegerBuild(output) {
+  return { args: ["build", "-C", JAEGER_MODULE_DIR, "-trimpath", "-o", output, JAEGER_PACKAGE], env: { ...process.env, CGO_ENABLED: "0" } };
+}
+
+/**
+ * Finds jaeger (PATH, .tools/bin) or builds it into .tools/bin, waiting
+ * (once; about 3 to 6 minutes on a 2-core machine with nothing downloaded
+ * yet). For `npm test`. Returns its path; undefined without Go.
+ */
+export function ensureJaeger() {
+  const found = findJaeger();
+  if (found) return found;
+  if (!onPath("go")) {
+    log("jaeger not found and Go is not installed to build it: the console's trace test will say so");
+    return undefined;
+  }
+  log("jaeger not found; building it from its Go module into .tools/bin (once; a few minutes)");
+  mkdirSync(TOOLS_BIN, { recursive: true });
+  const partial = join(TOOLS_BIN, "jaeger.partial");
+  const { args, env } = jaegerBuild(partial);
+  run("go", args, { env });
+  renameSync(partial, join(TOOLS_BIN, "jaeger"));
+  return join(TOOLS_BIN, "jaeger");
+}
+
+/**
+ * For `npm start`, which does not wait for it: builds Jaeger in the
+ * background, at a low priority, logging to .runnel/jaeger-build.log.
+ * Returns the build (its process, a promise of the binary's path, `kill`
+ * for its whole process group) or undefined without Go. npm start stops it
+ * when it stops; Go's build cache keeps what was compiled, so the next start
+ * carries on from there.
+ */
+export function buildJaegerInBackground() {
+  if (!onPath("go")) return undefined;
+  mkdirSync(TOOLS_BIN, { recursive: true });
+  mkdirSync(join(ROOT, ".runnel"), { recursive: true });
+  const logPath = join(ROOT, ".runnel", "jaeger-build.log");
+  const output = openSync(logPath, "w");
+  const partial = join(TOOLS_BIN, `jaeger.partial-${process.pid}`);
+  const { args, env } = jaegerBuild(partial);
+  const nice = onPath("nice");
+  // Its own process group, so that stopping it stops the compilers it runs too (go leaves them running otherwise).
+  const options = { cwd: ROOT, env, stdio: ["ignore", output, output], detached: true };
+  const child = nice ? spawn(nice, ["-n", "10", "go", ...args], options) : spawn("go", args, options);
+  const done = new Promise((resolve) => {
+    child.once("error", () => resolve(undefined));
+    child.once("exit", (code) => {
+      if (code !== 0) {
+        rmSync(partial, { force: true });
+        resolve(undefined);
+        return;
+      }
+      const binary = join(TOOLS_BIN, "jaeger");
+      renameSync(partial, binary);
+      resolve(binary);
+    });
+  });
+  const kill = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // already gone
+    }
+  };
+  return { process: child, done, log: logPath, kill };
+}
+
 /** The browser test drives the system's Chromium and never downloads one. */
 export const CHROMIUM_BIN = "/usr/bin/chromium";
 
@@ -187,6 +271,8 @@ export function ensureChromium() {
 export function build() {
   log("building (tsc -b)");
   run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-b"]);
+  // The web console's pages and assets (esbuild), which the ingress serves from services/console/dist/public.
+  run(process.execPath, [join(ROOT, "services", "console", "build.mjs")]);
 }
 
 /** Everything a fresh clone needs. Returns the nats-server binary path (undefined when NATS_URL is set). */

@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
-import { bootstrap, ensureChromium, ensureHelm, ensureKubeconform, ensurePythonClients, ROOT } from "./bootstrap.mjs";
+import { bootstrap, ensureChromium, ensureHelm, ensureJaeger, ensureKubeconform, ensurePythonClients, ROOT } from "./bootstrap.mjs";
 
 const { natsServer } = bootstrap();
 const python = ensurePythonClients();
@@ -12,6 +12,8 @@ const helm = ensureHelm();
 const kubeconform = ensureKubeconform();
 // Only the tests need a browser (the browser test), not npm start.
 ensureChromium();
+// The console's test reads a stream's trace from a real Jaeger (npm start builds it in the background instead).
+const jaeger = ensureJaeger();
 
 function findTests(dir, found = []) {
   for (const entry of readdirSync(dir)) {
@@ -53,6 +55,7 @@ const env = {
   RUNNEL_TEST_PYTHON: python,
   RUNNEL_TEST_HELM: helm,
   RUNNEL_TEST_KUBECONFORM: kubeconform,
+  ...(jaeger ? { RUNNEL_TEST_JAEGER: jaeger } : {}),
   ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}),
 };
 const child = spawn(process.execPath, args, { cwd: ROOT, stdio: "inherit", env });

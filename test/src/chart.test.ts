@@ -330,6 +330,21 @@ for (const profile of PROFILES) {
       });
     }
 
+    test("the ingress serves the console; only it is told where the trace backend's query API is", () => {
+      const [ingress] = containers(deployment("ingress"));
+      assert.equal(env(ingress, "RUNNEL_TRACE_QUERY_URL"), values.console?.traceQueryUrl || undefined);
+      assert.equal(env(ingress, "RUNNEL_TRACE_LINK"), values.console?.traceLink || undefined);
+      for (const component of ["worker", "control-plane"])
+        assert.equal(env(containers(deployment(component))[0], "RUNNEL_TRACE_QUERY_URL"), undefined, component);
+      if (values.networkPolicy?.traceQueryEgress?.length) {
+        const policy = named(objects, "NetworkPolicy", `${FULLNAME}-ingress`);
+        assert.ok(
+          policy.spec.egress.some((rule: { ports?: { port: number }[] }) => rule.ports?.some((port) => port.port === 16686)),
+          "the ingress may reach the query API",
+        );
+      }
+    });
+
     if (values.otel?.endpoint) {
       test("OTel values set the standard OTEL_* variables on every service; metrics are scraped", () => {
         for (const component of ["ingress", "worker", "control-plane"]) {

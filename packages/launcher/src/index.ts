@@ -14,4 +14,14 @@ export {
   stopProcess,
 } from "./stack.js";
 export { adminCommand, resolveConfigPath, type StartOptions, start } from "./start.js";
-export { startTraces, type Traces } from "./traces.js";
+export {
+  findJaeger,
+  JAEGER_DEFAULT_PORTS,
+  type JaegerBuild,
+  type JaegerHandle,
+  type JaegerPorts,
+  jaegerConfig,
+  startJaeger,
+  startTraces,
+  type Traces,
+} from "./traces.js";

@@ -13,7 +13,7 @@ import { isAbsolute, resolve } from "node:path";
 import { loadConfig } from "@runnel/shared";
 import { type NatsHandle, startNats } from "./nats.js";
 import { type Stack, startStack } from "./stack.js";
-import { startTraces, type Traces } from "./traces.js";
+import { type JaegerBuild, startTraces, type Traces } from "./traces.js";
 
 /** The control plane's port when GRPC_PORT is unset: where the admin CLI looks by default. */
 const DEFAULT_GRPC_PORT = 50051;
@@ -25,6 +25,8 @@ export interface StartOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** The directory the user ran `npm start` in (npm's INIT_CWD), for a relative RUNNEL_CONFIG. */
   readonly cwd: string;
+  /** Starts building Jaeger in the background when no binary is found (the bootstrap's buildJaegerInBackground). */
+  readonly buildJaeger?: () => JaegerBuild | undefined;
 }
 
 /** Where a relative RUNNEL_CONFIG points: the directory the user ran the command in, not the package root npm moves to. */
@@ -72,7 +74,7 @@ export async function start(options: StartOptions): Promise<void> {
     try {
       await stack?.stop();
       await nats?.stop();
-      traces?.jaeger?.kill("SIGTERM");
+      await traces?.stop();
     } finally {
       process.exit(code);
     }
@@ -98,13 +100,13 @@ export async function start(options: StartOptions): Promise<void> {
   });
   // Last resort if this process dies some other way: no child may outlive it.
   process.on("exit", () => {
-    const children = [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [], traces?.jaeger ?? []);
+    const children = [...(stack?.services.values() ?? [])].map((service) => service.process).concat(nats?.process ?? [], traces?.processes() ?? []);
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   });
 
   try {
     nats = await startNats({ forceLocal: !env.NATS_URL });
-    traces = await startTraces();
+    traces = await startTraces({ build: options.buildJaeger });
     stack = await startStack({
       natsUrl: nats.url,
       ingressPort: port,
@@ -132,11 +134,15 @@ export async function start(options: StartOptions): Promise<void> {
       ...(sample.auth ? ["    -H 'authorization: Bearer <one of auth.apiKeys>' \\"] : []),
       `    -d '{"model":${JSON.stringify(sample.model)},"stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
       `Admin: ${adminCommand(grpcPort)}   (control plane ${stack.controlPlaneTarget})`,
+      `Console: ${stack.ingressUrl}/ (playground) and ${stack.ingressUrl}/console/streams (inspector)`,
       traces.note,
       "Ctrl-C stops everything.",
       "",
     ].join("\n"),
   );
+  void traces.later?.then((line) => {
+    if (line && !stopping) process.stdout.write(`${line}\n`);
+  });
 
   for (const service of stack.services.values()) {
     service.process.once("exit", (code, signal) => {

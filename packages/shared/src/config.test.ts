@@ -359,6 +359,27 @@ describe("loadConfig", () => {
     assert.equal(config.providers[0]?.baseUrl, "http://127.0.0.1:9001/v1");
   });
 
+  test("the default config (a local demo, no auth) opens the console's inspector; a config of your own keeps it closed", () => {
+    assert.deepEqual(loadConfig({}).console, { enabled: true, inspectorWithoutAuth: true });
+    assert.deepEqual(parseConfig(MINIMAL, {}).console, { enabled: true, inspectorWithoutAuth: false });
+    assert.equal(parseConfig(`${MINIMAL}console: { enabled: false }\n`, {}).console.enabled, false);
+    assertConfigError(() => parseConfig(`${MINIMAL}console: { inspector: open }\n`, {}), "console");
+  });
+
+  test("API keys are not admin keys unless they say so", () => {
+    const config = parseConfig(
+      `${MINIMAL}auth:\n  apiKeys:\n    - { name: app, key: sk-app-key-0123456789 }\n    - { name: ops, key: sk-ops-key-0123456789, admin: true }\n`,
+      {},
+    );
+    assert.deepEqual(
+      config.auth?.apiKeys.map((key) => [key.name, key.admin]),
+      [
+        ["app", false],
+        ["ops", true],
+      ],
+    );
+  });
+
   test("MOCK_PORT and MOCK_HOST are expanded into the default config's baseUrl", () => {
     assert.equal(loadConfig({ MOCK_PORT: "9555" }).providers[0]?.baseUrl, "http://127.0.0.1:9555/v1");
     assert.equal(loadConfig({ MOCK_HOST: "mock.internal", MOCK_PORT: "80" }).providers[0]?.baseUrl, "http://mock.internal:80/v1");
@@ -424,6 +445,15 @@ describe("loadSettings", () => {
     assertConfigError(() => loadSettings({ PORT: "http" }), "PORT=http");
     assertConfigError(() => loadSettings({ PORT: "70000" }), "PORT=70000");
     assertConfigError(() => loadSettings({ PORT: "80.5" }), "PORT=80.5");
+  });
+
+  test("the trace backend's query URL and the trace link template", () => {
+    const settings = loadSettings({ RUNNEL_TRACE_QUERY_URL: "http://127.0.0.1:16686", RUNNEL_TRACE_LINK: "https://jaeger.example/trace/{traceId}" });
+    assert.equal(settings.RUNNEL_TRACE_QUERY_URL, "http://127.0.0.1:16686");
+    assert.equal(settings.RUNNEL_TRACE_LINK, "https://jaeger.example/trace/{traceId}");
+    assert.equal(loadSettings({}).RUNNEL_TRACE_QUERY_URL, undefined);
+    assertConfigError(() => loadSettings({ RUNNEL_TRACE_QUERY_URL: "jaeger:16686" }), "RUNNEL_TRACE_QUERY_URL=jaeger:16686");
+    assertConfigError(() => loadSettings({ RUNNEL_TRACE_LINK: "https://jaeger.example/trace/" }), "RUNNEL_TRACE_LINK=");
   });
 
   test("other bad values name their variable", () => {

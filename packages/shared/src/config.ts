@@ -263,6 +263,12 @@ const apiKey = z
     /** A name for logs and stream ownership; never the key itself. */
     name,
     key: z.string().min(16, "an API key needs at least 16 characters"),
+    /**
+     * May also use the console's traffic inspector (`/console/streams`): see
+     * every stream in flight and cancel any of them. Without an admin key the
+     * inspector is disabled (docs/console.md).
+     */
+    admin: z.boolean().default(false),
   })
   .strict();
 
@@ -278,6 +284,20 @@ const auth = z
   })
   .strict();
 
+/** The web console the ingress serves (docs/console.md). */
+const consoleSection = z
+  .object({
+    /** Serve the console: the playground at `/`, the traffic inspector at `/console/streams`. */
+    enabled: z.boolean().default(true),
+    /**
+     * With no `auth` section, serve the traffic inspector (and its API: every
+     * stream in flight, cancel any) to anyone who can reach the ingress. Off by
+     * default; ignored when auth is on, where only admin keys may use it.
+     */
+    inspectorWithoutAuth: z.boolean().default(false),
+  })
+  .strict();
+
 export const RunnelConfigSchema = z
   .object({
     providers: z.array(provider).min(1, "at least one provider is needed"),
@@ -287,6 +307,7 @@ export const RunnelConfigSchema = z
     ingress: ingress.default(ingress.parse({})),
     /** Absent: the gateway is open (and says so loudly at start). */
     auth: auth.optional(),
+    console: consoleSection.default(consoleSection.parse({})),
   })
   .strict()
   .superRefine((config, context) => {
@@ -327,7 +348,12 @@ export class ConfigError extends Error {
   }
 }
 
-/** The config used when RUNNEL_CONFIG is unset: model `mock` served by the mock provider. */
+/**
+ * The config used when RUNNEL_CONFIG is unset: model `mock` served by the
+ * mock provider, no auth, and the console's inspector open (a local demo, as
+ * `npm start` runs it on 127.0.0.1; a runnel.yaml of your own keeps the
+ * inspector closed unless it says otherwise).
+ */
 export const DEFAULT_CONFIG_YAML = `
 providers:
   - name: mock
@@ -337,6 +363,8 @@ models:
   - name: mock
     routes:
       - { provider: mock, model: mock }
+console:
+  inspectorWithoutAuth: true
 `;
 
 /**
@@ -436,6 +464,17 @@ export const SettingsSchema = z.object({
   OTEL_TRACES_EXPORTER: z.string().optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.string().optional(),
+  /**
+   * The query API of the trace backend the services export to (Jaeger's, e.g.
+   * http://127.0.0.1:16686): the console's inspector draws a stream's trace
+   * from it. Unset: no waterfall. `npm start` sets it when it runs Jaeger.
+   */
+  RUNNEL_TRACE_QUERY_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** A link to one trace in a trace viewer, `{traceId}` standing for the id (e.g. https://jaeger.example/trace/{traceId}). Unset: no link. */
+  RUNNEL_TRACE_LINK: z
+    .string()
+    .regex(/^https?:\/\/\S*\{traceId\}\S*$/, "a http(s) URL with {traceId} in it")
+    .optional(),
 });
 
 export type Settings = Readonly<z.infer<typeof SettingsSchema>>;

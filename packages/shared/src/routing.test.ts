@@ -210,6 +210,17 @@ auth:
     assert.equal(JSON.stringify(RoutingSnapshot.toJSON(built)).includes("sk-client-key-of-team-a"), false);
   });
 
+  test("an admin key is marked in the snapshot; keys are not admin by default", () => {
+    const built = buildSnapshot(parseConfig(`${withAuth}    - { name: ops, key: "sk-admin-key-of-the-ops", admin: true }\n`, {}), 1);
+    assert.deepEqual(
+      built.clientAuth?.keys.map((key) => [key.name, key.admin]),
+      [
+        ["team-a", false],
+        ["ops", true],
+      ],
+    );
+  });
+
   test("no auth section: the snapshot says the gateway is open", () => {
     assert.deepEqual(buildSnapshot(parseConfig(CONFIG, {}), 1).clientAuth, { enabled: false, keys: [] });
   });

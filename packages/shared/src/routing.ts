@@ -79,7 +79,10 @@ export function apiKeyDigest(key: string): Buffer {
 }
 
 function clientAuthFrom(auth: RunnelConfig["auth"]): ClientAuth {
-  return { enabled: auth !== undefined, keys: (auth?.apiKeys ?? []).map((entry) => ({ name: entry.name, sha256: apiKeyDigest(entry.key) })) };
+  return {
+    enabled: auth !== undefined,
+    keys: (auth?.apiKeys ?? []).map((entry) => ({ name: entry.name, sha256: apiKeyDigest(entry.key), admin: entry.admin })),
+  };
 }
 
 /**

@@ -72,6 +72,21 @@ export const HEALTH_OUTCOMES_SUBJECT = "runnel.health.outcomes";
  */
 export const WORKERS_BUCKET = "runnel_workers";
 
+/**
+ * Subjects on which an ingress says a stream has a reader again (a resume),
+ * one per stream: `runnel.ctl.attached.<stream id>`. Other replicas end their
+ * detach timers; the console's inspector marks the resume.
+ */
+export const ATTACHED_SUBJECTS = "runnel.ctl.attached.*";
+
+/**
+ * Core NATS request subject every ingress with the console answers with the
+ * transports of the streams it serves (JSON `{ "<stream id>": "sse", … }`), so
+ * the inspector on one replica can say how the clients of the others read.
+ * Asked only while an inspector is open.
+ */
+export const CONSOLE_TRANSPORTS_SUBJECT = "runnel.console.transports";
+
 /** Stream ids are URL- and subject-safe: letters, digits, '_' and '-'. */
 const STREAM_ID = /^[A-Za-z0-9_-]{8,64}$/;
 

@@ -7,6 +7,7 @@
  */
 
 import type { IncomingMessage } from "node:http";
+import { registerConsole } from "@runnel/console";
 import {
   type Bus,
   type ControlPlaneLink,
@@ -25,7 +26,9 @@ import {
 } from "@runnel/shared";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import { Auth } from "./auth.js";
+import { ConsoleFeed } from "./console-feed.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
+import { type ConsoleApiOptions, registerConsoleApi } from "./routes/console-api.js";
 import type { RouteContext } from "./routes/context.js";
 import { registerCors } from "./routes/cors.js";
 import { registerMessages } from "./routes/messages.js";
@@ -52,6 +55,8 @@ export interface IngressDeps {
   readonly metrics?: Metrics;
   /** Serve GET /metrics on the app's own port (default true; false when METRICS_PORT serves it). */
   readonly metricsOnAppPort?: boolean;
+  /** The web console (runnel.yaml `console`, the trace backend's settings); absent: served, inspector closed without auth. */
+  readonly console?: ConsoleApiOptions & { readonly enabled: boolean };
 }
 
 export interface Ingress {
@@ -72,6 +77,8 @@ export function buildIngress(deps: IngressDeps): Ingress {
   const telemetry = new IngressTelemetry(deps.metrics?.meter ?? noopMeter());
   const streams = new StreamService({ bus, records: new StreamRecords(bus.records), link, log, auth, options, busOptions: deps.busOptions, telemetry });
   const open = new Set<OpenStream>();
+  const consoleOptions = deps.console ?? { enabled: true, inspectorWithoutAuth: false };
+  const consoleFeed = consoleOptions.enabled ? new ConsoleFeed({ bus, link, log, instanceId: deps.instanceId }) : undefined;
   let table: RoutingTable | undefined;
   let closing = false;
 
@@ -167,9 +174,11 @@ export function buildIngress(deps: IngressDeps): Ingress {
     track: (stream, transport) => {
       open.add(stream);
       const ended = telemetry.streamOpened(transport);
+      const unserved = consoleFeed?.served(stream, transport);
       return () => {
         open.delete(stream);
         ended();
+        unserved?.();
       };
     },
   };
@@ -187,6 +196,10 @@ export function buildIngress(deps: IngressDeps): Ingress {
   registerMessages(app, context);
   registerStreamRoutes(app, context);
   registerWebSocket(app, context);
+  if (consoleFeed) {
+    registerConsole(app, { log });
+    registerConsoleApi(app, context, consoleFeed, consoleOptions);
+  }
 
   return {
     app,
@@ -221,6 +234,7 @@ export function buildIngress(deps: IngressDeps): Ingress {
       app.server.closeIdleConnections();
       for (const stream of [...open]) stream.shutdown();
       await app.close();
+      consoleFeed?.close();
       streams.close();
       link.close();
     },

@@ -21,8 +21,8 @@ export interface AuthOptions {
   readonly resumeSecret?: string | undefined;
 }
 
-/** What the last snapshot said: open, or these keys (digest in hex → name). */
-type KeyState = { readonly open: true } | { readonly open: false; readonly keys: ReadonlyMap<string, string> };
+/** What the last snapshot said: open, or these keys (digest in hex → name) and which of them are admin keys. */
+type KeyState = { readonly open: true } | { readonly open: false; readonly keys: ReadonlyMap<string, string>; readonly admins: ReadonlySet<string> };
 
 export class Auth {
   #state: KeyState | undefined;
@@ -42,17 +42,27 @@ export class Auth {
   apply(clientAuth: ClientAuth | undefined): { open: boolean; keys: number; changed: boolean } {
     const before = this.#state;
     if (!clientAuth) {
-      this.#state = { open: false, keys: new Map() };
+      this.#state = { open: false, keys: new Map(), admins: new Set() };
     } else if (!clientAuth.enabled) {
       this.#state = { open: true };
     } else {
-      this.#state = { open: false, keys: new Map(clientAuth.keys.map((key) => [Buffer.from(key.sha256).toString("hex"), key.name])) };
+      const hex = (sha256: Uint8Array) => Buffer.from(sha256).toString("hex");
+      this.#state = {
+        open: false,
+        keys: new Map(clientAuth.keys.map((key) => [hex(key.sha256), key.name])),
+        admins: new Set(clientAuth.keys.filter((key) => key.admin).map((key) => hex(key.sha256))),
+      };
     }
     const after = this.#state;
     const changed =
       before === undefined ||
       before.open !== after.open ||
-      (!before.open && !after.open && (before.keys.size !== after.keys.size || [...after.keys].some(([digest, name]) => before.keys.get(digest) !== name)));
+      (!before.open &&
+        !after.open &&
+        (before.keys.size !== after.keys.size ||
+          [...after.keys].some(([digest, name]) => before.keys.get(digest) !== name) ||
+          before.admins.size !== after.admins.size ||
+          [...after.admins].some((digest) => !before.admins.has(digest))));
     return { open: after.open, keys: after.open ? 0 : after.keys.size, changed };
   }
 
@@ -79,6 +89,29 @@ export class Auth {
     if (!key) throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", "Missing API key: send Authorization: Bearer <key>");
     const name = state.keys.get(digest(key));
     if (!name) throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", "Incorrect API key provided");
+    return name;
+  }
+
+  /** How many admin keys the last snapshot has (0 when auth is off or before the first snapshot). */
+  get adminKeys(): number {
+    const state = this.#state;
+    return state && !state.open ? state.admins.size : 0;
+  }
+
+  /**
+   * The name of the admin key a request carries (the console's inspector).
+   * Throws RUNNEL_ERR_UNAUTHORIZED: 401 for a missing or unknown key, 403 for
+   * a valid key that is not an admin key. With auth off it returns "": the
+   * caller decides whether an open gateway opens the inspector too.
+   */
+  identifyAdmin(headers: Readonly<Record<string, string | string[] | undefined>>): string {
+    const name = this.identify(headers);
+    const state = this.#state;
+    if (!state || state.open) return name;
+    const key = presentedKey(headers);
+    if (key === undefined || !state.admins.has(digest(key))) {
+      throw new RunnelError("RUNNEL_ERR_UNAUTHORIZED", `The API key ${name} is not an admin key (runnel.yaml auth.apiKeys[].admin)`, { httpStatus: 403 });
+    }
     return name;
   }
 

@@ -40,6 +40,7 @@ try {
     resumeSecret: config.auth?.resumeSecret,
     metrics,
     metricsOnAppPort: settings.METRICS_PORT === undefined,
+    console: { ...config.console, traceQueryUrl: settings.RUNNEL_TRACE_QUERY_URL, traceLink: settings.RUNNEL_TRACE_LINK },
   });
   ingress.start();
   const address = await ingress.app.listen({ host: settings.HOST, port: settings.PORT });

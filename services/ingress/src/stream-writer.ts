@@ -57,6 +57,8 @@ export interface WriteStreamOptions {
 export interface OpenStream {
   /** Ends the stream now as `onShutdown` says, and closes the connection; the generation goes on for the client to resume. */
   shutdown(): void;
+  /** The stream it writes (the console's inspector shows each stream's transport); a WebSocket's is known once it started. */
+  readonly streamId?: string | undefined;
 }
 
 /**
@@ -235,6 +237,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
   }
 
   return {
+    streamId: reader.streamId,
     shutdown() {
       if (ended) return;
       const message = `the ingress is shutting down; resume from seq ${reader.position} on another replica`;

@@ -309,7 +309,15 @@ class Session {
     this.#ended.delete(key);
     this.#running.set(key, running);
     // Shutdown waits for running streams, then ends those left by closing their socket with 1012.
-    running.untrack = this.#context.track({ shutdown: () => this.shutdown() }, "websocket");
+    running.untrack = this.#context.track(
+      {
+        shutdown: () => this.shutdown(),
+        get streamId() {
+          return running.streamId;
+        },
+      },
+      "websocket",
+    );
     return running;
   }
 

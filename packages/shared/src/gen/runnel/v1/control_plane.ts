@@ -274,6 +274,11 @@ export interface ClientAuth {
 export interface ClientKey {
   name: string;
   sha256: Buffer;
+  /**
+   * An admin key (runnel.yaml `admin: true`) may also use the console's
+   * traffic inspector: every stream in flight, and cancelling any of them.
+   */
+  admin: boolean;
 }
 
 export interface ProviderSpec {
@@ -964,7 +969,7 @@ export const ClientAuth: MessageFns<ClientAuth> = {
 };
 
 function createBaseClientKey(): ClientKey {
-  return { name: "", sha256: Buffer.alloc(0) };
+  return { name: "", sha256: Buffer.alloc(0), admin: false };
 }
 
 export const ClientKey: MessageFns<ClientKey> = {
@@ -974,6 +979,9 @@ export const ClientKey: MessageFns<ClientKey> = {
     }
     if (message.sha256.length !== 0) {
       writer.uint32(18).bytes(message.sha256);
+    }
+    if (message.admin !== false) {
+      writer.uint32(24).bool(message.admin);
     }
     return writer;
   },
@@ -1007,6 +1015,14 @@ export const ClientKey: MessageFns<ClientKey> = {
             message.sha256 = Buffer.from(reader.bytes());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.admin = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1023,6 +1039,7 @@ export const ClientKey: MessageFns<ClientKey> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       sha256: isSet(object.sha256) ? Buffer.from(bytesFromBase64(object.sha256)) : Buffer.alloc(0),
+      admin: isSet(object.admin) ? globalThis.Boolean(object.admin) : false,
     };
   },
 
@@ -1034,6 +1051,9 @@ export const ClientKey: MessageFns<ClientKey> = {
     if (message.sha256.length !== 0) {
       obj.sha256 = base64FromBytes(message.sha256);
     }
+    if (message.admin !== false) {
+      obj.admin = message.admin;
+    }
     return obj;
   },
 
@@ -1044,6 +1064,7 @@ export const ClientKey: MessageFns<ClientKey> = {
     const message = createBaseClientKey();
     message.name = object.name ?? "";
     message.sha256 = object.sha256 ?? Buffer.alloc(0);
+    message.admin = object.admin ?? false;
     return message;
   },
 };
