@@ -232,36 +232,41 @@ async function generate(
       {
         job,
         signal: controller.signal,
-        ready: () => publisher.ready(controller.signal),
         // Outside the stream and its log: tells the ingress when a provider is working on the first token.
         onWaiting: (waiting) => {
           if (!bus.nc.isClosed()) bus.nc.publish(signalSubject(job.streamId), ProviderWaiting.encode({ waiting }).finish());
         },
         ...(resume ? { resume } : {}),
-        emit: (body) => {
-          if (body.$case === "usage") {
-            // Carried by `done`, where each API's encoder puts it (OpenAI: a chunk after the finish chunk).
-            streamUsage = body.value;
-            return;
-          }
-          if (body.$case === "done") {
-            finishReason = openAIFinishReason(body.value.finishReason);
-            // The worker always asks the provider for usage; the stream carries it only when the client asked.
-            const done: EventBody = { $case: "done", value: { ...body.value, usage: includeUsage ? (body.value.usage ?? streamUsage) : undefined } };
-            // Published at once: the adapter may still be tidying up its connection.
-            terminal = publishTerminal(bus, subject, sequencer.next(done), log);
-            // Awaited once the adapter returns; a failure meanwhile must not be an unhandled rejection.
-            terminal.catch(() => {});
-            return;
-          }
-          if (body.$case === "started") recordServing(body.value.provider);
-          else if (body.$case === "failover" && body.value.to) recordServing(body.value.to.provider);
-          // One event is one NATS message, refused over max_payload: a huge delta goes out as several.
-          for (const piece of splitDelta(body)) publisher.publish(sequencer.next(piece));
-        },
       },
     );
-    const result = await runner.run();
+    // The one loop that publishes: every event the route runner yields is numbered and published in
+    // order. Backpressure is this loop not pulling: while the log is behind, the provider's socket waits.
+    for await (const batch of runner.events()) {
+      for (const body of batch) {
+        if (body.$case === "usage") {
+          // Carried by `done`, where each API's encoder puts it (OpenAI: a chunk after the finish chunk).
+          streamUsage = body.value;
+          continue;
+        }
+        if (body.$case === "done") {
+          finishReason = openAIFinishReason(body.value.finishReason);
+          // The worker always asks the provider for usage; the stream carries it only when the client asked.
+          const done: EventBody = { $case: "done", value: { ...body.value, usage: includeUsage ? (body.value.usage ?? streamUsage) : undefined } };
+          // Published at once: the adapter may still be tidying up its connection.
+          terminal = publishTerminal(bus, subject, sequencer.next(done), log);
+          // Awaited once the adapter is done; a failure meanwhile must not be an unhandled rejection.
+          terminal.catch(() => {});
+          continue;
+        }
+        if (body.$case === "started") recordServing(body.value.provider);
+        else if (body.$case === "failover" && body.value.to) recordServing(body.value.to.provider);
+        // One event is one NATS message, refused over max_payload: a huge delta goes out as several.
+        for (const piece of splitDelta(body)) publisher.publish(sequencer.next(piece));
+      }
+      const backlog = publisher.ready(controller.signal);
+      if (backlog) await backlog;
+    }
+    const result = runner.result;
     served = result.served;
     usage = result.usage;
     if (!terminal) throw new RunnelError("RUNNEL_ERR_INTERNAL", "adapter resolved without a done event");

@@ -23,7 +23,7 @@ import {
 } from "@runnel/shared";
 import { ProviderError } from "./providers/http.js";
 import { type RetryPolicy, withRetries } from "./providers/retry.js";
-import type { ProviderAdapter, StreamCall } from "./providers/types.js";
+import type { EventBatch, ProviderAdapter, StreamCall } from "./providers/types.js";
 import { type OutcomeReport, type ResumePoint, RouteRunner, type RunResult } from "./route-runner.js";
 import type { AttemptInfo, StreamObserver } from "./stream-observer.js";
 
@@ -104,15 +104,22 @@ class FakeProviders implements ProviderAdapter {
     return this.calls.filter((call) => call.provider.name === provider);
   }
 
-  stream(call: StreamCall): Promise<void> {
+  stream(call: StreamCall): AsyncIterable<EventBatch> {
     const index = this.callsTo(call.provider.name).length;
     this.calls.push(call);
-    const running = this.#play(call, index);
-    this.running.push(running.catch(() => {}));
-    return running;
+    let ended: () => void = () => {};
+    this.running.push(new Promise<void>((resolve) => (ended = resolve)));
+    const play = this.#play(call, index);
+    return (async function* () {
+      try {
+        yield* play;
+      } finally {
+        ended();
+      }
+    })();
   }
 
-  async #play(call: StreamCall, index: number): Promise<void> {
+  async *#play(call: StreamCall, index: number): AsyncGenerator<EventBatch, void, undefined> {
     const script = this.scripts[call.provider.name];
     if (!script) throw new Error(`no script for ${call.provider.name}`);
     const behaviour = typeof script === "function" ? script(call, index) : script;
@@ -132,13 +139,13 @@ class FakeProviders implements ProviderAdapter {
     };
     call.signal.throwIfAborted();
     if (fail && fail.status !== undefined && (fail.after ?? 0) === 0) throw failure();
-    call.emit({ $case: "started", value: { provider: call.provider.name, model: call.model, attempt: 1 } });
+    yield [{ $case: "started", value: { provider: call.provider.name, model: call.model, attempt: 1 } }];
     if (behaviour.firstTokenDelayMs) await sleep(behaviour.firstTokenDelayMs, undefined, { signal: call.signal });
-    for (const body of behaviour.before ?? []) call.emit(body);
+    for (const body of behaviour.before ?? []) yield [body];
     const tokens = behaviour.tokens ?? [];
     for (let sent = 0; sent < tokens.length; sent++) {
       if (fail && (fail.after ?? 0) === sent) throw failure();
-      call.emit({ $case: "textDelta", value: { text: tokens[sent] ?? "" } });
+      yield [{ $case: "textDelta", value: { text: tokens[sent] ?? "" } }];
       sentAny = true;
       // One macrotask between tokens, as a network read would be: the runner sees tokens arrive over time.
       if (behaviour.tokenIntervalMs) await sleep(behaviour.tokenIntervalMs, undefined, { signal: call.signal });
@@ -152,8 +159,8 @@ class FakeProviders implements ProviderAdapter {
         call.signal.addEventListener("abort", () => reject(call.signal.reason), { once: true });
       });
     }
-    if (behaviour.usage) call.emit({ $case: "usage", value: behaviour.usage });
-    call.emit({ $case: "done", value: { finishReason: FinishReason.FINISH_REASON_STOP } });
+    if (behaviour.usage) yield [{ $case: "usage", value: behaviour.usage }];
+    yield [{ $case: "done", value: { finishReason: FinishReason.FINISH_REASON_STOP } }];
   }
 }
 
@@ -288,16 +295,18 @@ function harness(
       {
         job,
         signal: runOptions.signal ?? new AbortController().signal,
-        emit: (body) => {
-          events.push(body);
-          runOptions.onEmit?.(body);
-        },
-        ready: () => undefined,
         ...(runOptions.resume ? { resume: runOptions.resume } : {}),
       },
     );
     try {
-      return { events, result: await runner.run() };
+      // Pulled as the worker's publishing loop pulls it, event by event.
+      for await (const batch of runner.events()) {
+        for (const body of batch) {
+          events.push(body);
+          runOptions.onEmit?.(body);
+        }
+      }
+      return { events, result: runner.result };
     } catch (error) {
       assert.ok(error instanceof RunnelError, `run() must throw a RunnelError, got ${String(error)}`);
       return { events, error };

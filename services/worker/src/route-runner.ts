@@ -11,10 +11,12 @@
  * `sameRouteRetries: always`, an attempt's own retries (the adapter's) are
  * spent only when no other route could take the request at that moment.
  *
- * The caller owns the stream (sequence numbers, publishing, records); this
- * module only decides which provider request produces the events it emits.
- * An attempt's events are held until it produces its first token, so a
- * losing or failing attempt leaves no trace on the stream.
+ * A transform over the adapters' batches: `events()` yields the stream's
+ * events, batch by batch, from whichever provider request serves it. The
+ * caller owns the stream (sequence numbers, publishing, records). An
+ * attempt's events are held until it produces its first token, so a losing
+ * or failing attempt leaves no trace on the stream; after that the serving
+ * attempt is read only as the caller pulls (backpressure).
  */
 import {
   type ChatRequest,
@@ -34,7 +36,7 @@ import {
   toRunnelError,
   type Usage,
 } from "@runnel/shared";
-import type { ProviderAdapter } from "./providers/index.js";
+import type { EventBatch, ProviderAdapter } from "./providers/index.js";
 import type { AttemptInfo, StreamObserver } from "./stream-observer.js";
 
 /** What the runner reports about one route; the caller adds worker id, in-flight and time, applies it and publishes it. */
@@ -77,10 +79,6 @@ export interface RunInput {
   readonly job: Job;
   /** The stream's signal: cancel, shutdown. */
   readonly signal: AbortSignal;
-  /** Emits to the stream, in order (`done` included). */
-  readonly emit: (body: EventBody) => void;
-  /** Bus backpressure for the serving attempt. */
-  readonly ready: () => Promise<void> | undefined;
   /** Told when some provider starts (true) or stops (false) working on the request's first token (see ProviderWaiting). */
   readonly onWaiting?: (waiting: boolean) => void;
   readonly resume?: ResumePoint;
@@ -100,46 +98,94 @@ interface Skip {
 
 type Settled = { ok: true } | { ok: false; error: RunnelError };
 
-/** One provider request on one route. */
+/** How an attempt's first phase ended: it has its first token, or it ended without one. */
+type Prelude = { readonly first: true } | { readonly first: false; readonly settled: Settled };
+
+/** One provider request on one route: its batches, read ahead until its first token, then as the runner pulls. */
 class Attempt {
   readonly controller = new AbortController();
   readonly startedAt = performance.now();
   readonly info: AttemptInfo;
   /** Events held until this attempt wins. */
   held: EventBody[] = [];
-  forward: ((body: EventBody) => void) | undefined;
   gotFirst = false;
   usage: Usage | undefined;
+  /** How it ended, once it has (before a first token, or after it). */
   settledWith: Settled | undefined;
-  readonly first: Promise<Attempt>;
-  settled!: Promise<Settled>;
-  #markFirst!: (attempt: Attempt) => void;
+  /** Resolves when it has its first token or ended without one. */
+  prelude!: Promise<Prelude>;
+  #iterator: AsyncIterator<EventBatch> | undefined;
+  #failure: (error: unknown) => RunnelError = toRunnelError;
+  /** Run once it has ended, however (the stream signal's listener goes). */
+  onEnded: () => void = () => {};
 
   constructor(
     readonly spec: RouteSpec,
     info: AttemptInfo,
   ) {
     this.info = info;
-    this.first = new Promise((resolve) => {
-      this.#markFirst = resolve;
-    });
   }
 
   get route(): Route {
     return { provider: this.spec.provider, model: this.spec.model };
   }
 
-  receive(body: EventBody): void {
-    if (body.$case === "usage") this.usage = body.value;
-    if (this.forward) {
-      this.forward(body);
-      return;
+  /** Starts reading `batches` until the first token; `onFirst` is told at once (before any verdict on the route). */
+  begin(batches: AsyncIterable<EventBatch>, failure: (error: unknown) => RunnelError, onFirst: () => void): void {
+    const iterator = batches[Symbol.asyncIterator]();
+    this.#iterator = iterator;
+    this.#failure = failure;
+    this.prelude = (async (): Promise<Prelude> => {
+      try {
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done) return this.#settle({ ok: true });
+          for (const body of next.value) {
+            if (body.$case === "usage") this.usage = body.value;
+            this.held.push(body);
+            if (!this.gotFirst && body.$case !== "started" && body.$case !== "usage") this.gotFirst = true;
+          }
+          if (this.gotFirst) {
+            onFirst();
+            return { first: true };
+          }
+        }
+      } catch (error) {
+        return this.#settle({ ok: false, error: failure(error) });
+      }
+    })();
+  }
+
+  #settle(settled: Settled): Prelude {
+    this.settledWith = settled;
+    this.onEnded();
+    return { first: false, settled };
+  }
+
+  /** After the win: the next batch, or undefined at its honest end; throws its failure. */
+  async next(): Promise<EventBatch | undefined> {
+    const iterator = this.#iterator as AsyncIterator<EventBatch>;
+    try {
+      const next = await iterator.next();
+      if (next.done) {
+        this.settledWith = { ok: true };
+        this.onEnded();
+        return undefined;
+      }
+      for (const body of next.value) if (body.$case === "usage") this.usage = body.value;
+      return next.value;
+    } catch (error) {
+      const failure = this.#failure(error);
+      this.settledWith = { ok: false, error: failure };
+      this.onEnded();
+      throw failure;
     }
-    this.held.push(body);
-    if (!this.gotFirst && body.$case !== "started" && body.$case !== "usage") {
-      this.gotFirst = true;
-      this.#markFirst(this);
-    }
+  }
+
+  /** Ends the request (abort) and its iteration, so the adapter tidies up whether it waits on the network or on a pull. */
+  abandon(reason: RunnelError): void {
+    this.controller.abort(reason);
+    void this.#iterator?.return?.().catch(() => {});
   }
 }
 
@@ -198,6 +244,11 @@ export class RouteRunner {
   #roundStartedAt = performance.now();
   /** The attempts of the current round that have not been given up yet. */
   #active = new Set<Attempt>();
+  /** The attempt whose events the stream is carrying now. */
+  #serving: Attempt | undefined;
+  #result: RunResult | undefined;
+  /** The first attempt of the round the winner came from: the `from` of a hedge's announcement. */
+  #firstLaunched: Attempt | undefined;
   #tried = 0;
   /** Skipped routes and why, for the error when nothing is left. */
   readonly #skipped: Skip[] = [];
@@ -243,36 +294,67 @@ export class RouteRunner {
     this.#startedSent = input.resume?.anyToken ?? false;
   }
 
-  /** Runs until `done` was emitted; throws a RunnelError when the stream must end with an error. */
-  async run(): Promise<RunResult> {
-    for (;;) {
-      let winner: Attempt;
-      try {
-        winner = await this.#pickWinner();
-      } catch (error) {
-        const failure = toRunnelError(error);
-        if (this.#original && failure.code !== "RUNNEL_ERR_CANCELLED" && failure.code !== "RUNNEL_ERR_SHUTTING_DOWN") {
-          // A failover after the first token failed too: the client hears of the original failure.
-          throw new RunnelError(this.#original.code, `${this.#original.message}; failing over did not help: ${failure.message}`, { cause: this.#original });
+  /** The route that served and its usage, once `events()` has ended with `done`. */
+  get result(): RunResult {
+    if (!this.#result) throw new RunnelError("RUNNEL_ERR_INTERNAL", "the route runner has not finished the stream");
+    return this.#result;
+  }
+
+  /**
+   * The stream's events, batch by batch, `done` last; throws a RunnelError
+   * when the stream must end with an error. Stopping the iteration (the
+   * caller's `return`) abandons whatever attempt runs.
+   */
+  async *events(): AsyncGenerator<EventBatch, void, undefined> {
+    try {
+      for (;;) {
+        let winner: Attempt;
+        try {
+          winner = await this.#pickWinner();
+        } catch (error) {
+          const failure = toRunnelError(error);
+          if (this.#original && failure.code !== "RUNNEL_ERR_CANCELLED" && failure.code !== "RUNNEL_ERR_SHUTTING_DOWN") {
+            // A failover after the first token failed too: the client hears of the original failure.
+            throw new RunnelError(this.#original.code, `${this.#original.message}; failing over did not help: ${failure.message}`, { cause: this.#original });
+          }
+          throw failure;
         }
-        throw failure;
+        this.#serving = winner;
+        const opening = this.#win(winner);
+        if (opening.length > 0) yield opening;
+        let failed: RunnelError | undefined;
+        try {
+          for (;;) {
+            const batch = await winner.next();
+            if (batch === undefined) break;
+            const out = this.#forward(batch);
+            if (out.length > 0) yield out;
+          }
+        } catch (error) {
+          failed = toRunnelError(error);
+        }
+        this.#serving = undefined;
+        if (!failed) {
+          this.#report(winner, OutcomeKind.OUTCOME_KIND_SUCCEEDED);
+          this.#result = { served: winner.route, usage: winner.usage };
+          return;
+        }
+        // Failed after its first token.
+        this.#report(winner, outcomeKind(failed), failed);
+        this.#deps.observer.attemptEnded(winner.info, failed.code);
+        // A context too long for the route cannot be continued or restarted elsewhere after its first token either.
+        if (this.#input.signal.aborted || this.#policy === "error" || !failsOver(failed, this.#model) || failed.spec.failover === "larger-context") {
+          throw failed;
+        }
+        this.#original ??= failed;
+        this.#lastError = failed;
+        this.#deps.log.warn({ provider: winner.spec.provider, code: failed.code, policy: this.#policy }, "route failed after the first token; failing over");
       }
-      const outcome = await winner.settled;
-      if (outcome.ok) {
-        this.#report(winner, OutcomeKind.OUTCOME_KIND_SUCCEEDED);
-        return { served: winner.route, usage: winner.usage };
-      }
-      // Failed after its first token.
-      const error = outcome.error;
-      this.#report(winner, outcomeKind(error), error);
-      this.#deps.observer.attemptEnded(winner.info, error.code);
-      // A context too long for the route cannot be continued or restarted elsewhere after its first token either.
-      if (this.#input.signal.aborted || this.#policy === "error" || !failsOver(error, this.#model) || error.spec.failover === "larger-context") {
-        throw error;
-      }
-      this.#original ??= error;
-      this.#lastError = error;
-      this.#deps.log.warn({ provider: winner.spec.provider, code: error.code, policy: this.#policy }, "route failed after the first token; failing over");
+    } finally {
+      // Stopped early (the caller's return, or a failure of the caller's own): no request may run on.
+      const stop = new RunnelError("RUNNEL_ERR_CANCELLED", "the stream stopped reading");
+      if (this.#serving?.settledWith === undefined) this.#serving?.abandon(stop);
+      for (const attempt of this.#active) if (attempt.settledWith === undefined && attempt !== this.#serving) attempt.abandon(stop);
     }
   }
 
@@ -287,8 +369,8 @@ export class RouteRunner {
     let hedged = false;
     for (;;) {
       const races: Promise<{ kind: "first" | "settled" | "hedge"; attempt?: Attempt }>[] = [];
-      for (const attempt of active) races.push(attempt.first.then(() => ({ kind: "first" as const, attempt })));
-      for (const attempt of active) races.push(attempt.settled.then(() => ({ kind: "settled" as const, attempt })));
+      for (const attempt of active)
+        races.push(attempt.prelude.then((prelude) => ({ kind: prelude.first ? ("first" as const) : ("settled" as const), attempt })));
       let hedgeTimer: NodeJS.Timeout | undefined;
       if (this.#hedgeAfterMs > 0 && !hedged && active.size === 1 && this.#queue.length > 0) {
         const [only] = active;
@@ -308,14 +390,14 @@ export class RouteRunner {
         continue;
       }
       const attempt = result.attempt as Attempt;
-      if (result.kind === "first" || (attempt.settledWith?.ok && attempt.gotFirst)) {
+      if (result.kind === "first") {
         for (const other of active) {
           if (other === attempt) continue;
-          other.controller.abort(new RunnelError("RUNNEL_ERR_CANCELLED", "another route answered first"));
+          other.abandon(new RunnelError("RUNNEL_ERR_CANCELLED", "another route answered first"));
           this.#report(other, OutcomeKind.OUTCOME_KIND_RELEASED);
           this.#deps.observer.attemptEnded(other.info, "RUNNEL_ERR_CANCELLED");
         }
-        this.#win(attempt, first);
+        this.#firstLaunched = first;
         return attempt;
       }
       // Settled without a first token: it failed (an adapter that resolves has emitted `done`, a first token).
@@ -327,7 +409,8 @@ export class RouteRunner {
         // The stream is cancelled: the other attempts (a hedge) end too; report each once it has stopped.
         await Promise.all(
           [...active].map(async (other) => {
-            const settled = await other.settled;
+            const prelude = await other.prelude;
+            const settled: Settled = prelude.first ? { ok: true } : prelude.settled;
             const otherError = settled.ok ? undefined : settled.error;
             this.#report(other, OutcomeKind.OUTCOME_KIND_RELEASED, otherError);
             this.#deps.observer.attemptEnded(other.info, otherError?.code ?? "RUNNEL_ERR_CANCELLED");
@@ -421,53 +504,37 @@ export class RouteRunner {
     // The attempt's span when tracing; else whatever trace context the client sent, passed on as it came.
     const traceHeaders = this.#deps.observer.attemptStarted(attempt.info) ?? this.#input.job.traceContext;
     const request = prefill ? withPrefill(this.#input.job.request, this.#partial) : (this.#input.job.request ?? emptyRequest());
-    const firstToken = attempt.first.then(() => {
+    const batches = this.#deps.adapterFor(provider.type).stream({
+      request,
+      model: attempt.spec.model,
+      provider,
+      signal: attempt.controller.signal,
+      traceHeaders,
+      onWaiting: (waiting) => this.#waitingFor(attempt, waiting),
+      ...(this.#retrySameRouteFirst ? {} : { canFailOver: () => this.#canServeWithout(attempt) }),
+      onRetry: (notice) => this.#deps.observer.retry(notice.provider, notice.attempt, notice.delayMs, notice.code),
+    });
+    attempt.onEnded = () => signal.removeEventListener("abort", onAbort);
+    const failure = (error: unknown): RunnelError => {
+      if (!attempt.controller.signal.aborted) return toRunnelError(error);
+      // Cancelled (the stream, or a lost hedge): no verdict on the route.
+      const reason: unknown = attempt.controller.signal.reason;
+      return reason instanceof RunnelError
+        ? reason
+        : new RunnelError("RUNNEL_ERR_CANCELLED", reason instanceof Error ? reason.message : "cancelled", { cause: error });
+    };
+    // The first-token report goes out the moment it comes, before any verdict, so health sees them in order.
+    attempt.begin(batches, failure, () => {
       const ttftMs = Math.round(performance.now() - attempt.startedAt);
       this.#report(attempt, OutcomeKind.OUTCOME_KIND_FIRST_TOKEN, undefined, ttftMs);
       this.#deps.observer.firstToken(attempt.info, ttftMs);
     });
-    attempt.settled = this.#deps
-      .adapterFor(provider.type)
-      .stream({
-        request,
-        model: attempt.spec.model,
-        provider,
-        signal: attempt.controller.signal,
-        ready: () => (attempt.forward ? this.#input.ready() : undefined),
-        emit: (body) => attempt.receive(body),
-        traceHeaders,
-        onWaiting: (waiting) => this.#waitingFor(attempt, waiting),
-        ...(this.#retrySameRouteFirst ? {} : { canFailOver: () => this.#canServeWithout(attempt) }),
-        onRetry: (notice) => this.#deps.observer.retry(notice.provider, notice.attempt, notice.delayMs, notice.code),
-      })
-      .then(
-        (): Settled => ({ ok: true }),
-        (error: unknown): Settled => {
-          if (attempt.controller.signal.aborted) {
-            // Cancelled (the stream, or a lost hedge): no verdict on the route.
-            const reason: unknown = attempt.controller.signal.reason;
-            return {
-              ok: false,
-              error:
-                reason instanceof RunnelError
-                  ? reason
-                  : new RunnelError("RUNNEL_ERR_CANCELLED", reason instanceof Error ? reason.message : "cancelled", { cause: error }),
-            };
-          }
-          return { ok: false, error: toRunnelError(error) };
-        },
-      )
-      .then(async (settled) => {
-        // The first-token report goes before the verdict, so health sees them in order.
-        if (attempt.gotFirst) await firstToken;
-        attempt.settledWith = settled;
-        signal.removeEventListener("abort", onAbort);
-        return settled;
-      });
   }
 
-  /** The attempt produced the first token: announce the switch if there was one, then let its events through. */
-  #win(winner: Attempt, firstLaunched: Attempt): void {
+  /** The attempt produced the first token: the opening batch, the switch announced if there was one, then what it held. */
+  #win(winner: Attempt): EventBatch {
+    const firstLaunched = this.#firstLaunched ?? winner;
+    const opening: EventBody[] = [];
     const failedBefore = this.#lastError !== undefined;
     const afterFirstToken = this.#anyToken;
     let mode: FailoverMode | undefined;
@@ -486,7 +553,7 @@ export class RouteRunner {
         reason: mode === FailoverMode.FAILOVER_MODE_HEDGE ? `no first token within ${this.#hedgeAfterMs} ms` : (cause?.message ?? ""),
         takeover: false,
       };
-      this.#input.emit({ $case: "failover", value: failover });
+      opening.push({ $case: "failover", value: failover });
       this.#deps.observer.failover(failover);
     }
     this.#announced = undefined;
@@ -497,19 +564,27 @@ export class RouteRunner {
     this.#original = undefined;
     this.#lastError = undefined;
     this.#needWindow = -1;
-    const forward = (body: EventBody) => {
+    const held = winner.held;
+    winner.held = [];
+    return opening.concat(this.#forward(held));
+  }
+
+  /** The serving attempt's batch as the stream carries it: one `started` per stream, and what a continuation needs to know. */
+  #forward(batch: EventBatch): EventBatch {
+    let out: EventBody[] | undefined;
+    for (const [index, body] of batch.entries()) {
       if (body.$case === "started") {
         // One `started` per stream: a switch is announced by the failover event instead.
-        if (this.#startedSent) return;
+        if (this.#startedSent) {
+          out ??= batch.slice(0, index);
+          continue;
+        }
         this.#startedSent = true;
       } else if (body.$case === "textDelta") this.#partial += body.value.text;
       else if (body.$case === "toolCallDelta" || body.$case === "reasoningDelta") this.#nonText = true;
-      this.#input.emit(body);
-    };
-    const held = winner.held;
-    winner.held = [];
-    for (const body of held) forward(body);
-    winner.forward = forward;
+      out?.push(body);
+    }
+    return out ?? batch;
   }
 
   /** Attempts whose provider accepted the request and works on its first token. */

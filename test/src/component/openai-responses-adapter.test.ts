@@ -46,7 +46,7 @@ async function setUp(t: Hooks) {
     const events: EventBody[] = [];
     let error: RunnelError | undefined;
     try {
-      await adapter.stream({
+      const batches = adapter.stream({
         request: {
           messages: [{ role: "user", content: [{ part: { $case: "text", value: "Tell me about rivers." } }], name: "", toolCallId: "", toolCalls: [] }],
           stop: [],
@@ -59,8 +59,8 @@ async function setUp(t: Hooks) {
         model,
         provider,
         signal: new AbortController().signal,
-        emit: (event) => events.push(event),
       });
+      for await (const batch of batches) events.push(...batch);
     } catch (caught) {
       assert.ok(caught instanceof RunnelError, String(caught));
       error = caught;

@@ -11,7 +11,7 @@ import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { type ErrorDetail, ProviderError, refineBadRequest, safeJson } from "./http.js";
 import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf } from "./sse-stream.js";
-import type { ProviderAdapter, StreamCall } from "./types.js";
+import type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 /** The API version sent unless the provider's `headers` set `anthropic-version`. */
 export const ANTHROPIC_VERSION = "2023-06-01";
@@ -238,7 +238,7 @@ export function readAnthropicError(_status: number, text: string): ErrorDetail {
 
 export function createAnthropicAdapter(options: SseStreamOptions): ProviderAdapter {
   return {
-    async stream(call: StreamCall): Promise<void> {
+    stream(call: StreamCall): AsyncIterable<EventBatch> {
       const { provider } = call;
       const headers: Record<string, string> = {
         "content-type": "application/json",

@@ -12,7 +12,7 @@ import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { type ErrorDetail, ProviderError, refineBadRequest, safeJson } from "./http.js";
 import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf, validChunk } from "./sse-stream.js";
-import type { ProviderAdapter, StreamCall } from "./types.js";
+import type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 const count = z.number().int().nonnegative();
 
@@ -268,7 +268,7 @@ export function geminiStreamUrl(baseUrl: string, model: string): string {
 
 export function createGeminiAdapter(options: SseStreamOptions): ProviderAdapter {
   return {
-    async stream(call: StreamCall): Promise<void> {
+    stream(call: StreamCall): AsyncIterable<EventBatch> {
       const { provider } = call;
       const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream", ...provider.headers };
       // In a header, never in the URL's ?key=, so it cannot end up in a logged URL.

@@ -10,7 +10,7 @@ import type { ProviderAdapter } from "./types.js";
 
 export { AgentPool, ProviderError } from "./http.js";
 export { DEFAULT_RETRY_POLICY, type RetryNotice, type RetryPolicy, retryPolicyFromConfig } from "./retry.js";
-export type { ProviderAdapter, StreamCall } from "./types.js";
+export type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 export interface AdapterOptions {
   /** Called for each upstream event that failed validation and was skipped. */

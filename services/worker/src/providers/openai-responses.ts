@@ -14,7 +14,7 @@ import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { ProviderError, refineBadRequest, safeJson } from "./http.js";
 import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, textOf, validChunk } from "./sse-stream.js";
-import type { ProviderAdapter, StreamCall } from "./types.js";
+import type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 type InputPart = { type: "input_text"; text: string } | { type: "input_image"; image_url: string; detail: string };
 
@@ -173,7 +173,7 @@ const ErrorBodySchema = z.object({ error: z.object({ message: z.string() }) });
 
 export function createOpenAIResponsesAdapter(options: SseStreamOptions): ProviderAdapter {
   return {
-    async stream(call: StreamCall): Promise<void> {
+    stream(call: StreamCall): AsyncIterable<EventBatch> {
       const { provider } = call;
       const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream", ...provider.headers };
       if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;

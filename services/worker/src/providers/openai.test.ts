@@ -359,17 +359,16 @@ function run(up: Upstream, options: { signal?: AbortSignal; onMalformedChunk?: (
   const adapter = createOpenAIAdapter({ agents: up.agents, ...(options.onMalformedChunk ? { onMalformedChunk: options.onMalformedChunk } : {}) });
   const events: EventBody[] = [];
   const times: number[] = [];
-  const result = adapter.stream({
-    request: request(),
-    model: "gpt-4o-mini",
-    provider: up.provider,
-    signal: options.signal ?? new AbortController().signal,
-    emit: (event) => {
-      events.push(event);
-      times.push(performance.now());
-      options.onEmit?.(event);
-    },
-  });
+  const batches = adapter.stream({ request: request(), model: "gpt-4o-mini", provider: up.provider, signal: options.signal ?? new AbortController().signal });
+  const result = (async () => {
+    for await (const batch of batches) {
+      for (const event of batch) {
+        events.push(event);
+        times.push(performance.now());
+        options.onEmit?.(event);
+      }
+    }
+  })();
   return { events, times, result };
 }
 

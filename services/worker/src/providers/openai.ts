@@ -9,7 +9,7 @@ import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { ProviderError, safeJson } from "./http.js";
 import { type DecoderSink, joinUrl, parseJson, runSseStream, type SseStreamOptions, type StreamDecoder, validChunk } from "./sse-stream.js";
-import type { ProviderAdapter, StreamCall } from "./types.js";
+import type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 const toolCallDelta = z.object({
   index: z.number().int().nonnegative().default(0),
@@ -111,7 +111,7 @@ export function openAIRequestBody(request: ChatRequest, model: string, continueF
 
 export function createOpenAIAdapter(options: SseStreamOptions): ProviderAdapter {
   return {
-    async stream(call: StreamCall): Promise<void> {
+    stream(call: StreamCall): AsyncIterable<EventBatch> {
       const { provider } = call;
       const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream", ...provider.headers };
       if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;

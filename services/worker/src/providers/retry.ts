@@ -20,7 +20,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type controlPlane, type EventBody, RunnelError } from "@runnel/shared";
 import { ProviderError } from "./http.js";
-import type { ProviderAdapter, StreamCall } from "./types.js";
+import type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 /** Retry settings of one provider, in milliseconds. */
 export interface RetryPolicy {
@@ -69,29 +69,42 @@ export function retryDelay(error: unknown, attempt: number, elapsedMs: number, p
   return delay;
 }
 
-/** Wraps an adapter so each stream gets its route's retries before the first token. */
+/**
+ * Wraps an adapter so each stream gets its route's retries before the first
+ * token: a transform of the adapter's batches. Each attempt's `started` is
+ * held (stamped with the attempt's number) until a batch with anything else
+ * comes, so a failed attempt leaves no trace; once anything went out, a
+ * failure is the stream's.
+ */
 export function withRetries(adapter: ProviderAdapter, options: RetryOptions): ProviderAdapter {
   const random = options.random ?? Math.random;
   return {
-    async stream(call: StreamCall): Promise<void> {
+    async *stream(call: StreamCall): AsyncGenerator<EventBatch, void, undefined> {
       const policy = options.policy(call.provider);
       const firstStart = performance.now();
       for (let attempt = 1; ; attempt++) {
         let forwarded = false;
         let held: EventBody | undefined;
-        const emit = (event: EventBody) => {
-          if (!forwarded) {
-            if (event.$case === "started") {
-              held = { $case: "started", value: { ...event.value, attempt } };
-              return;
-            }
-            forwarded = true;
-            if (held) call.emit(held);
-          }
-          call.emit(event);
-        };
         try {
-          await adapter.stream({ ...call, emit });
+          for await (const batch of adapter.stream(call)) {
+            if (forwarded) {
+              yield batch;
+              continue;
+            }
+            const out: EventBody[] = [];
+            for (const event of batch) {
+              if (!forwarded && event.$case === "started") {
+                held = { $case: "started", value: { ...event.value, attempt } };
+                continue;
+              }
+              if (!forwarded) {
+                forwarded = true;
+                if (held) out.push(held);
+              }
+              out.push(event);
+            }
+            if (out.length > 0) yield out;
+          }
           return;
         } catch (error) {
           if (forwarded || call.signal.aborted) throw error;

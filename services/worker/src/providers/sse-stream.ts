@@ -9,7 +9,7 @@ import { type ContentPart, type EventBody, FinishReason, RunnelError, type Usage
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { request as httpRequest } from "undici";
 import { type AgentPool, type ErrorDetail, errorFromStatus, errorFromTransport, ProviderError, readBounded, redactKey, Watchdog } from "./http.js";
-import type { StreamCall } from "./types.js";
+import type { EventBatch, StreamCall } from "./types.js";
 
 /** Where a decoder puts what it read from one SSE event. */
 export interface DecoderSink {
@@ -55,11 +55,13 @@ const TAIL_AFTER_FINISH_MS = 1_000;
 const STREAM_DECODE = { stream: true } as const;
 
 /**
- * Runs one attempt. Resolves after `done` was emitted; rejects with a
- * RunnelError (a ProviderError when the provider or the network failed)
- * otherwise. `started` is emitted once the provider answered 2xx.
+ * Runs one attempt and yields its events, a batch per read of the body:
+ * `started` once the provider answered 2xx, then what each read carried,
+ * then usage and `done`. Throws a RunnelError (a ProviderError when the
+ * provider or the network failed) instead of ending without `done`. The body
+ * is read only as the consumer pulls.
  */
-export async function runSseStream(call: StreamCall, options: SseStreamOptions, exchange: SseExchange): Promise<void> {
+export async function* runSseStream(call: StreamCall, options: SseStreamOptions, exchange: SseExchange): AsyncGenerator<EventBatch, void, undefined> {
   const { provider } = call;
   const controller = new AbortController();
   const abort = () => controller.abort(call.signal.reason);
@@ -101,7 +103,7 @@ export async function runSseStream(call: StreamCall, options: SseStreamOptions, 
         typeof retryAfter === "string" ? retryAfter : undefined,
       );
     }
-    call.emit({ $case: "started", value: { provider: provider.name, model: call.model, attempt: 1 } });
+    yield [{ $case: "started", value: { provider: provider.name, model: call.model, attempt: 1 } }];
     waiting = true;
     call.onWaiting?.(true);
     const stopWaiting = () => {
@@ -109,9 +111,11 @@ export async function runSseStream(call: StreamCall, options: SseStreamOptions, 
       waiting = false;
       call.onWaiting?.(false);
     };
-    await readStream(response.body, call, watchdog, exchange.decoder, options.onMalformedChunk, stopWaiting).catch((error: unknown) => {
+    try {
+      yield* readStream(response.body, call, watchdog, exchange.decoder, options.onMalformedChunk, stopWaiting);
+    } catch (error) {
       throw failure() ?? errorFromTransport(error, "stream");
-    });
+    }
   } finally {
     if (waiting) call.onWaiting?.(false);
     watchdog.stop();
@@ -121,15 +125,15 @@ export async function runSseStream(call: StreamCall, options: SseStreamOptions, 
   }
 }
 
-/** Reads the SSE body and maps each event. Resolves only on an honest end. */
-async function readStream(
+/** Reads the SSE body and maps each event, yielding what each read carried. Returns only after an honest end. */
+async function* readStream(
   body: AsyncIterable<Uint8Array>,
   call: StreamCall,
   watchdog: Watchdog,
   decoder: StreamDecoder,
   onMalformed: ((reason: string) => void) | undefined,
   onFirstToken: () => void,
-): Promise<void> {
+): AsyncGenerator<EventBatch, void, undefined> {
   let finish: FinishReason | undefined;
   let ended = false;
   let sawToken = false;
@@ -137,6 +141,8 @@ async function readStream(
   let malformedEvents = 0;
   let pendingUsage: Usage | undefined;
   let streamError: RunnelError | undefined;
+  /** What the current read carried. */
+  let batch: EventBody[] = [];
   const apiKey = call.provider.apiKey;
   const sink: DecoderSink = {
     token(event) {
@@ -145,7 +151,7 @@ async function readStream(
         watchdog.touch();
         onFirstToken();
       }
-      call.emit(event);
+      batch.push(event);
     },
     usage(usage) {
       pendingUsage = usage;
@@ -197,9 +203,13 @@ async function readStream(
       }
       if (next.done) break;
       parser.feed(decoder8.decode(next.value, STREAM_DECODE));
-      // The bus is behind: let the log catch up before reading on (the provider's socket buffers meanwhile).
-      const backlog = call.ready?.();
-      if (backlog) await backlog;
+      if (batch.length > 0) {
+        const read = batch;
+        batch = [];
+        // Suspended here until the consumer pulls (the bus is behind: the provider's socket buffers meanwhile).
+        yield read;
+      }
+      // What the read carried before an error in it went out first, as it came.
       if (streamError) throw streamError;
       if (ended) break;
     }
@@ -218,8 +228,9 @@ async function readStream(
     }
     finish = FinishReason.FINISH_REASON_STOP;
   }
-  if (pendingUsage) call.emit({ $case: "usage", value: pendingUsage });
-  call.emit({ $case: "done", value: { finishReason: finish } });
+  const last: EventBody[] = pendingUsage ? [{ $case: "usage", value: pendingUsage }] : [];
+  last.push({ $case: "done", value: { finishReason: finish } });
+  yield last;
   // The client has its answer; read the end of the body (usually already
   // here) so the keep-alive connection returns to the pool instead of being
   // destroyed. A server that keeps it open past the limit loses it.

@@ -135,19 +135,24 @@ export function runAdapter(
 ): Run {
   const events: EventBody[] = [];
   const times: number[] = [];
-  const result = adapter.stream({
+  const batches = adapter.stream({
     request: options.request ?? chatRequest(),
     model: options.model ?? "model-x",
     provider: up.provider,
     signal: options.signal ?? new AbortController().signal,
     ...(options.onRetry ? { onRetry: options.onRetry } : {}),
     ...(options.canFailOver ? { canFailOver: options.canFailOver } : {}),
-    emit: (event) => {
-      events.push(event);
-      times.push(performance.now());
-      options.onEmit?.(event);
-    },
   });
+  // Pulled as fast as it comes, as the worker's publishing loop does while the bus keeps up.
+  const result = (async () => {
+    for await (const batch of batches) {
+      for (const event of batch) {
+        events.push(event);
+        times.push(performance.now());
+        options.onEmit?.(event);
+      }
+    }
+  })();
   // Tests that never await the result must not fail on an unhandled rejection.
   result.catch(() => {});
   return { events, times, result };
