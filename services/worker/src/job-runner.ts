@@ -9,15 +9,11 @@ import {
   type Bus,
   deleteRequest,
   type EventBody,
-  EventLog,
   EventSequencer,
   encodeEvent,
   errorEvent,
   eventsSubject,
-  type Failover,
-  FailoverMode,
   type HealthBook,
-  isWrongLastSequence,
   type Job,
   type Logger,
   loadRequest,
@@ -41,7 +37,9 @@ import {
 import type { EventPublisher } from "./event-publisher.js";
 import type { ProviderAdapter } from "./providers/index.js";
 import { type OutcomeReport, type ResumePoint, RouteRunner } from "./route-runner.js";
+import { RunningRecord } from "./running-record.js";
 import { NOOP_OBSERVER, type ObserveJob, type StreamObserver } from "./stream-observer.js";
+import { takeOver } from "./takeover.js";
 
 export interface JobContext {
   readonly bus: Bus;
@@ -159,46 +157,16 @@ async function generate(
   sequencer: EventSequencer,
   resume: ResumePoint | undefined,
 ): Promise<JobOutcome> {
-  const { bus, records, workerId } = context;
+  const { bus } = context;
   const subject = eventsSubject(job.streamId);
-  let record = claimed;
-  // Keep the job's ack alive and the record fresh (a quiet stream's record is
-  // how the ingress tells a live worker from a lost one). A refresh that finds
-  // the record changed under it learns of a cancel it may have missed, or that
-  // another worker took the stream over (then this one stops at once).
-  let refreshing: Promise<void> = Promise.resolve();
-  /** The provider serving the stream now (its `started`, then each failover's `to`): the record shows it while the stream runs. */
-  let serving = record.state.provider;
-  const refresh = setInterval(() => {
-    hooks.keepAlive();
-    refreshing = refreshing
-      .then(async () => {
-        const updated = await records.update(record, { lastSeq: sequencer.last, provider: serving });
-        if (updated) {
-          record = updated;
-          return;
-        }
-        const current = await records.get(job.streamId);
-        if (!current || current.state.owner !== workerId || current.state.phase === StreamPhase.STREAM_PHASE_CANCELLED) {
-          if (current) record = current;
-          controller.abort(new CancelReason("RUNNEL_ERR_CANCELLED", current?.state.cancelReason || "the stream's record no longer names this worker"));
-          return;
-        }
-        record = current;
-      })
-      .catch((error: unknown) => log.warn({ err: error }, "refreshing the stream record failed"));
-  }, hooks.keepAliveMs);
-  /** Writes the serving provider to the record at once (off the token path; a conflict is left to the next refresh). */
-  const recordServing = (provider: string) => {
-    if (!provider || provider === serving) return;
-    serving = provider;
-    refreshing = refreshing
-      .then(async () => {
-        const updated = await records.update(record, { provider, lastSeq: sequencer.last });
-        if (updated) record = updated;
-      })
-      .catch((error: unknown) => log.warn({ err: error }, "recording the serving provider failed"));
-  };
+  const record = new RunningRecord(context.records, context.workerId, claimed, log);
+  // The job's ack kept alive and the record fresh; a record that changed under it stops this worker at once.
+  record.keepFresh(
+    hooks.keepAliveMs,
+    hooks.keepAlive,
+    () => sequencer.last,
+    (reason) => controller.abort(new CancelReason("RUNNEL_ERR_CANCELLED", reason)),
+  );
   let outcome: JobOutcome = "failed";
   let errorCode = "";
   let served: Route | undefined;
@@ -258,8 +226,8 @@ async function generate(
           terminal.catch(() => {});
           continue;
         }
-        if (body.$case === "started") recordServing(body.value.provider);
-        else if (body.$case === "failover" && body.value.to) recordServing(body.value.to.provider);
+        if (body.$case === "started") record.serving(body.value.provider, sequencer.last);
+        else if (body.$case === "failover" && body.value.to) record.serving(body.value.to.provider, sequencer.last);
         // One event is one NATS message, refused over max_payload: a huge delta goes out as several.
         for (const piece of splitDelta(body)) publisher.publish(sequencer.next(piece));
       }
@@ -294,8 +262,7 @@ async function generate(
   } finally {
     publisher.release();
     hooks.onProvider(undefined);
-    clearInterval(refresh);
-    await refreshing;
+    await record.stop();
   }
   observer.ended(outcome, {
     ...(errorCode ? { errorCode } : {}),
@@ -318,18 +285,7 @@ async function generate(
   // Record the end. A cancel recorded meanwhile wins: the record stays cancelled.
   const phase =
     outcome === "done" ? StreamPhase.STREAM_PHASE_DONE : outcome === "cancelled" ? StreamPhase.STREAM_PHASE_CANCELLED : StreamPhase.STREAM_PHASE_FAILED;
-  let takenOver = false;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const updated = await records.update(record, { phase, lastSeq: sequencer.last, errorCode, provider: served?.provider ?? "" });
-    if (updated) break;
-    const current = await records.get(job.streamId);
-    if (!current || current.state.phase === StreamPhase.STREAM_PHASE_CANCELLED || current.state.owner !== workerId) {
-      if (current && current.state.owner === workerId) await records.update(current, { lastSeq: sequencer.last });
-      takenOver = current !== undefined && current.state.owner !== workerId;
-      break;
-    }
-    record = current;
-  }
+  const { takenOver } = await record.end({ phase, lastSeq: sequencer.last, errorCode, provider: served?.provider ?? "" });
   // The stream is over and no takeover can need the body (it would find the end in the log), unless
   // another worker took the stream from this one and may still be reading it. Not awaited: the end is
   // already out, and the bucket's TTL reclaims a body whose delete fails.
@@ -340,165 +296,12 @@ async function generate(
   return outcome;
 }
 
-/** A stream taken over from a lost worker: the new ownership and where the stream stands. */
-type Takeover =
-  | { kind: "continue"; record: StoredRecord; sequencer: EventSequencer; resume: ResumePoint }
-  /** Ended with RUNNEL_ERR_WORKER_LOST (the model's policy is `error` and tokens went out). */
-  | { kind: "ended" };
-
-/**
- * A job came back while its record says RUNNING: the worker that owned it
- * stopped keeping it alive (it died, or hung past the ack deadline). This
- * worker takes the stream over with a higher epoch (compare-and-set on the
- * record, so only one worker does), reads what the stream already holds, and
- * writes a fencing event with JetStream's expected-last-subject-sequence: it
- * lands only if nothing was written since the read, and readers drop any
- * event of a lower epoch that follows it (the old worker, back late). Then,
- * under the model's after-first-token policy: with no token out yet, the
- * stream simply starts; `restart` and `continue` go on from there; `error`
- * ends it with RUNNEL_ERR_WORKER_LOST.
- */
-async function takeOver(context: JobContext, job: Job, existing: StoredRecord, log: StreamLog): Promise<Takeover | undefined> {
-  const { bus, records, workerId } = context;
-  const epoch = existing.state.epoch + 1;
-  const lost = existing.state.owner;
-  let record = await records.update(existing, { owner: workerId, epoch });
-  if (!record) return undefined;
-  const subject = eventsSubject(job.streamId);
-  const model = context.routing()?.model(job.model);
-  const policy = model?.afterFirstToken || "error";
-  const reason = `worker ${lost} stopped while generating this stream`;
-  for (let round = 0; round < 5; round++) {
-    const state = await readStream(bus, job.streamId);
-    if (state.terminal) {
-      const phase = state.terminal === "done" ? StreamPhase.STREAM_PHASE_DONE : StreamPhase.STREAM_PHASE_FAILED;
-      await records.update(record, { phase, lastSeq: state.lastSeq });
-      log.info({ lost_worker: lost }, "lost worker had finished the stream; nothing to take over");
-      return undefined;
-    }
-    const sequencer = new EventSequencer(job.streamId, state.lastSeq, epoch);
-    // The route the stream goes on with, as the runner will choose it first.
-    const table = context.routing();
-    const next = table
-      ?.planRoutes(job.model, context.health, job.affinityKey)
-      .find((spec) => context.health.admission(spec).ok && table.providerForRoute(job.model, spec));
-    const failover: Failover = {
-      mode: !state.anyToken
-        ? FailoverMode.FAILOVER_MODE_NEXT_ROUTE
-        : policy === "continue" && !state.nonText && next?.acceptsPrefill
-          ? FailoverMode.FAILOVER_MODE_CONTINUE
-          : FailoverMode.FAILOVER_MODE_RESTART,
-      from: state.from,
-      to: next ? { provider: next.provider, model: next.model } : undefined,
-      reasonCode: "RUNNEL_ERR_WORKER_LOST",
-      reason,
-      takeover: true,
-    };
-    const ending = state.anyToken && policy === "error";
-    const fence = sequencer.next(ending ? errorEvent(new RunnelError("RUNNEL_ERR_WORKER_LOST", reason)) : { $case: "failover", value: failover });
-    if (ending) {
-      // Recorded before the event goes out, so a client that sees the end finds the record ended too.
-      record =
-        (await records.update(record, { phase: StreamPhase.STREAM_PHASE_FAILED, errorCode: "RUNNEL_ERR_WORKER_LOST", lastSeq: sequencer.last })) ?? record;
-    }
-    try {
-      await bus.js.publish(subject, encodeEvent(fence), { expect: { lastSubjectSequence: state.lastStreamSeq }, timeout: 5_000 });
-    } catch (error) {
-      if (isWrongLastSequence(error)) {
-        // The lost worker wrote meanwhile: read again.
-        continue;
-      }
-      throw error;
-    }
-    log.warn({ lost_worker: lost, last_seq: state.lastSeq, epoch, policy, any_token: state.anyToken }, `taking over: ${reason}`);
-    if (ending) return { kind: "ended" };
-    record = (await records.update(record, { lastSeq: sequencer.last })) ?? record;
-    return {
-      kind: "continue",
-      record,
-      sequencer,
-      resume: {
-        partialText: failover.mode === FailoverMode.FAILOVER_MODE_CONTINUE ? state.partialText : "",
-        anyToken: state.anyToken,
-        nonText: state.nonText,
-        from: state.from,
-        announced: failover.mode,
-        to: failover.to,
-      },
-    };
-  }
-  throw new RunnelError("RUNNEL_ERR_INTERNAL", "could not fence the stream: its lost worker keeps writing");
-}
-
-/** What a stream's log says about it, for a takeover. */
-interface StreamSoFar {
-  lastSeq: number;
-  /** JetStream sequence of the stream's last message (0: none). */
-  lastStreamSeq: number;
-  terminal: "done" | "error" | undefined;
-  anyToken: boolean;
-  partialText: string;
-  nonText: boolean;
-  from: Route | undefined;
-}
-
-/** Reads a stream's events from the log, applying the epoch fencing readers apply. */
-async function readStream(bus: Bus, streamId: string): Promise<StreamSoFar> {
-  const state: StreamSoFar = { lastSeq: 0, lastStreamSeq: 0, terminal: undefined, anyToken: false, partialText: "", nonText: false, from: undefined };
-  const cursor = new EventLog(bus).cursor(streamId);
-  let epoch = 0;
-  try {
-    for (;;) {
-      const batch = await cursor.read(0, 1024);
-      for (const [index, event] of batch.events.entries()) {
-        state.lastStreamSeq = batch.streamSeqs[index] ?? state.lastStreamSeq;
-        if (event.epoch < epoch || event.seq <= state.lastSeq) continue;
-        epoch = event.epoch;
-        state.lastSeq = event.seq;
-        const body = event.event;
-        switch (body?.$case) {
-          case "started":
-            state.from = { provider: body.value.provider, model: body.value.model };
-            break;
-          case "textDelta":
-            state.anyToken = true;
-            state.partialText += body.value.text;
-            break;
-          case "toolCallDelta":
-          case "reasoningDelta":
-            state.anyToken = true;
-            state.nonText = true;
-            break;
-          case "failover":
-            if (body.value.to) state.from = body.value.to;
-            if (body.value.mode === FailoverMode.FAILOVER_MODE_RESTART) {
-              state.partialText = "";
-              state.nonText = false;
-            }
-            break;
-          case "done":
-            state.terminal = "done";
-            break;
-          case "error":
-            state.terminal = "error";
-            break;
-          default:
-            break;
-        }
-      }
-      if (batch.caughtUp) return state;
-    }
-  } finally {
-    await cursor.close();
-  }
-}
-
 /**
  * Terminal events are published through JetStream and acknowledged, so the
  * end of a stream is known to be in the replay log. Falls back to a plain
  * publish (the live subscriber still gets it) if JetStream does not answer.
  */
-async function publishTerminal(bus: Bus, subject: string, event: ReturnType<EventSequencer["next"]>, log: StreamLog): Promise<void> {
+export async function publishTerminal(bus: Bus, subject: string, event: ReturnType<EventSequencer["next"]>, log: StreamLog): Promise<void> {
   const bytes = encodeEvent(event);
   try {
     await bus.js.publish(subject, bytes, { timeout: 5_000 });

@@ -9,7 +9,7 @@ import type { SseStreamOptions } from "./sse-stream.js";
 import type { ProviderAdapter } from "./types.js";
 
 export { AgentPool, ProviderError } from "./http.js";
-export { DEFAULT_RETRY_POLICY, type RetryNotice, type RetryPolicy, retryPolicyFromConfig } from "./retry.js";
+export { DEFAULT_RETRY_POLICY, type RetryNotice, type RetryPolicy, retryPolicyFromConfig, retryPolicyFromSpec } from "./retry.js";
 export type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 
 export interface AdapterOptions {

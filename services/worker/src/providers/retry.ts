@@ -137,6 +137,12 @@ function withAttempts(error: unknown, attempts: number): unknown {
   return new RunnelError(error.code, message, { cause: error });
 }
 
+/** The retry policy a provider's routing-snapshot spec carries (DEFAULT_RETRY_POLICY when it carries none). */
+export function retryPolicyFromSpec(retries: controlPlane.ProviderRetries | undefined): RetryPolicy {
+  if (!retries || retries.maxAttempts === 0) return DEFAULT_RETRY_POLICY;
+  return Object.freeze({ maxAttempts: retries.maxAttempts, budgetMs: retries.budgetMs, baseDelayMs: retries.baseDelayMs, maxDelayMs: retries.maxDelayMs });
+}
+
 /** The retry policy of `providers[].retries` in a parsed runnel.yaml. */
 export function retryPolicyFromConfig(retries: { maxAttempts: number; budget: number; baseDelay: number; maxDelay: number }): RetryPolicy {
   return Object.freeze({ maxAttempts: retries.maxAttempts, budgetMs: retries.budget, baseDelayMs: retries.baseDelay, maxDelayMs: retries.maxDelay });
