@@ -16,6 +16,7 @@ export * from "./metrics.js";
 export * from "./nats-writes.js";
 export * from "./request-bodies.js";
 export * from "./routing.js";
+export * from "./runtime.js";
 export * from "./stream-fold.js";
 export * from "./stream-records.js";
 export * from "./subjects.js";
