@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,6 +26,17 @@ import { mockRequests, waitForMockRequest } from "./helpers.js";
 
 /** The page's own globals, for the functions Playwright runs there (this project's TypeScript has no DOM library). */
 declare const document: { querySelector(selector: string): unknown; querySelectorAll(selector: string): { length: number } };
+
+/**
+ * Where the test's screenshots of the real UI go: docs/ (the pictures in
+ * docs/console.md) when RUNNEL_DOCS_SCREENSHOTS=1, else .runnel/screenshots,
+ * so an ordinary test run leaves the checkout as it found it.
+ */
+function screenshotPath(name: string): string {
+  const dir = process.env.RUNNEL_DOCS_SCREENSHOTS === "1" ? join(REPO_ROOT, "docs") : join(REPO_ROOT, ".runnel", "screenshots");
+  mkdirSync(dir, { recursive: true });
+  return join(dir, name);
+}
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -254,7 +265,7 @@ describe("the Runnel console in a real browser", () => {
       assert.equal(requests.length, before + 1);
       assert.equal(requests.at(-1)?.clientClosed, false);
       assert.equal(requests.at(-1)?.tokensSent, 80);
-      if (transport === "sse") await page.screenshot({ path: join(REPO_ROOT, "docs", "console-playground.png"), fullPage: true });
+      if (transport === "sse") await page.screenshot({ path: screenshotPath("console-playground.png"), fullPage: true });
     });
   }
 
@@ -352,7 +363,7 @@ describe("the Runnel console in a real browser", () => {
       assert.ok(services.includes("runnel-ingress") && services.includes("runnel-worker"), `spans of ${services.join(", ")}`);
       const link = await inspector.getAttribute("#detail-trace a", "href");
       assert.match(link ?? "", new RegExp(`^${jaeger?.queryUrl}/trace/[0-9a-f]{32}$`));
-      await inspector.screenshot({ path: join(REPO_ROOT, "docs", "console-inspector.png"), fullPage: true });
+      await inspector.screenshot({ path: screenshotPath("console-inspector.png"), fullPage: true });
 
       // Opened again on a busy gateway (the key is still in this tab's session storage): the streams are there, joined mid-way.
       await inspector.reload();
