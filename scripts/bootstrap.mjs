@@ -204,7 +204,7 @@ export function ensureJaeger() {
  * when it stops; Go's build cache keeps what was compiled, so the next start
  * carries on from there.
  */
-export function buildJaegerInBackground() {
+export function buildJaegerInBackground(niceness = 10) {
   if (!onPath("go")) return undefined;
   mkdirSync(TOOLS_BIN, { recursive: true });
   mkdirSync(join(ROOT, ".runnel"), { recursive: true });
@@ -215,7 +215,7 @@ export function buildJaegerInBackground() {
   const nice = onPath("nice");
   // Its own process group, so that stopping it stops the compilers it runs too (go leaves them running otherwise).
   const options = { cwd: ROOT, env, stdio: ["ignore", output, output], detached: true };
-  const child = nice ? spawn(nice, ["-n", "10", "go", ...args], options) : spawn("go", args, options);
+  const child = nice ? spawn(nice, ["-n", String(niceness), "go", ...args], options) : spawn("go", args, options);
   const done = new Promise((resolve) => {
     child.once("error", () => resolve(undefined));
     child.once("exit", (code) => {

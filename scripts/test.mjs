@@ -4,16 +4,20 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
-import { bootstrap, ensureChromium, ensureHelm, ensureJaeger, ensureKubeconform, ensurePythonClients, ROOT } from "./bootstrap.mjs";
+import { bootstrap, buildJaegerInBackground, ensureChromium, ensureHelm, ensureKubeconform, ensurePythonClients, findJaeger, ROOT } from "./bootstrap.mjs";
 
 const { natsServer } = bootstrap();
+// The console's test reads a stream's trace from a real Jaeger. Built (once; minutes on a fresh
+// machine) in the background at the lowest priority while the other tools install and the tests
+// run; the console's test runs last and waits for it.
+const jaeger = findJaeger();
+const jaegerBuild = jaeger ? undefined : buildJaegerInBackground(19);
+if (jaegerBuild) process.stderr.write(`[test] building jaeger in the background (${jaegerBuild.log})\n`);
 const python = ensurePythonClients();
 const helm = ensureHelm();
 const kubeconform = ensureKubeconform();
 // Only the tests need a browser (the browser test), not npm start.
 ensureChromium();
-// The console's test reads a stream's trace from a real Jaeger (npm start builds it in the background instead).
-const jaeger = ensureJaeger();
 
 function findTests(dir, found = []) {
   for (const entry of readdirSync(dir)) {
@@ -29,7 +33,9 @@ const filter = process.argv.slice(2);
 const files = ["packages", "services", "test"]
   .flatMap((dir) => findTests(join(ROOT, dir)))
   .filter((file) => filter.length === 0 || filter.some((f) => file.includes(f)))
-  .sort();
+  .sort()
+  // Last: the console's test may wait for the Jaeger being built meanwhile.
+  .sort((a, b) => Number(a.endsWith("console.test.js")) - Number(b.endsWith("console.test.js")));
 if (files.length === 0) {
   process.stderr.write("no test files found\n");
   process.exit(1);
@@ -56,10 +62,12 @@ const env = {
   RUNNEL_TEST_HELM: helm,
   RUNNEL_TEST_KUBECONFORM: kubeconform,
   ...(jaeger ? { RUNNEL_TEST_JAEGER: jaeger } : {}),
+  ...(jaegerBuild ? { RUNNEL_TEST_JAEGER_BUILD_LOG: jaegerBuild.log } : {}),
   ...(natsServer ? { NATS_SERVER_BIN: natsServer } : {}),
 };
 const child = spawn(process.execPath, args, { cwd: ROOT, stdio: "inherit", env });
 const code = await new Promise((resolve) => child.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+jaegerBuild?.kill("SIGTERM");
 
 const tap = readFileSync(tapFile, "utf8");
 const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, "m").exec(tap)?.[1] ?? 0);

@@ -106,6 +106,22 @@ async function openSocketStream(base: string, key: string, body: object): Promis
   return { id, transport: "websocket", stop: () => socket.close(1000), text };
 }
 
+/**
+ * The Jaeger npm test builds in the background on a fresh machine (its log
+ * in RUNNEL_TEST_JAEGER_BUILD_LOG): waits for the binary, up to 15 minutes.
+ */
+async function builtJaeger(): Promise<string | undefined> {
+  const log = process.env.RUNNEL_TEST_JAEGER_BUILD_LOG;
+  if (!log) return undefined;
+  const deadline = Date.now() + 15 * 60_000;
+  while (Date.now() < deadline) {
+    const found = findJaeger();
+    if (found) return found;
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+  }
+  throw new Error(`jaeger was still building after 15 minutes: see ${log}`);
+}
+
 describe("the Runnel console in a real browser", () => {
   const apiKey = `sk-console-${randomBytes(12).toString("hex")}`;
   const adminKey = `sk-console-admin-${randomBytes(12).toString("hex")}`;
@@ -118,54 +134,57 @@ describe("the Runnel console in a real browser", () => {
   const pageErrors: string[] = [];
   const ingress = () => stack?.ingressUrl ?? "";
 
-  before(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (node scripts/bootstrap.mjs does, as root)`);
-    const binary = process.env.RUNNEL_TEST_JAEGER || findJaeger();
-    if (!binary)
-      throw new Error(
-        "no jaeger binary (PATH or .tools/bin): npm test builds it; by hand: node -e \"import('./scripts/bootstrap.mjs').then((b) => b.ensureJaeger())\"",
-      );
-    const logDir = join(REPO_ROOT, ".runnel", "logs", "console");
-    jaeger = await startJaeger({
-      binary,
-      ports: { otlpGrpc: await freePort(), otlpHttp: await freePort(), query: await freePort(), queryGrpc: await freePort() },
-      logDir,
-    });
-    nats = await startNats();
-    stack = await startStack({
-      natsUrl: nats.url,
-      // Two ingress replicas: the inspector on one lists the streams of both.
-      replicas: { ingress: 2 },
-      env: {
-        RUNNEL_CONFIG: CONFIG,
-        RUNNEL_TEST_API_KEY: apiKey,
-        RUNNEL_TEST_ADMIN_KEY: adminKey,
-        LOG_LEVEL: "info",
-        OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpHttpEndpoint,
-        OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
-        OTEL_BSP_SCHEDULE_DELAY: "100",
-        RUNNEL_TRACE_QUERY_URL: jaeger.queryUrl,
-        RUNNEL_TRACE_LINK: `${jaeger.queryUrl}/trace/{traceId}`,
-      },
-      logDir,
-    });
-    userDataDir = await mkdtemp(join(tmpdir(), "runnel-chromium-"));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1280, height: 900 },
-    });
-    page = context.pages()[0] ?? (await context.newPage());
-    const collect = (label: string) => (target: Page) => {
-      target.on("pageerror", (error) => pageErrors.push(`${label}: ${error.message}`));
-      target.on("console", (message) => {
-        if (message.type() === "error") pageErrors.push(`${label}: ${message.text()}`);
+  before(
+    async () => {
+      if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (node scripts/bootstrap.mjs does, as root)`);
+      const binary = process.env.RUNNEL_TEST_JAEGER || findJaeger() || (await builtJaeger());
+      if (!binary)
+        throw new Error(
+          "no jaeger binary (PATH or .tools/bin): npm test builds it; by hand: node -e \"import('./scripts/bootstrap.mjs').then((b) => b.ensureJaeger())\"",
+        );
+      const logDir = join(REPO_ROOT, ".runnel", "logs", "console");
+      jaeger = await startJaeger({
+        binary,
+        ports: { otlpGrpc: await freePort(), otlpHttp: await freePort(), query: await freePort(), queryGrpc: await freePort() },
+        logDir,
       });
-    };
-    collect("playground")(page);
-    context.on("page", collect("page"));
-  });
+      nats = await startNats();
+      stack = await startStack({
+        natsUrl: nats.url,
+        // Two ingress replicas: the inspector on one lists the streams of both.
+        replicas: { ingress: 2 },
+        env: {
+          RUNNEL_CONFIG: CONFIG,
+          RUNNEL_TEST_API_KEY: apiKey,
+          RUNNEL_TEST_ADMIN_KEY: adminKey,
+          LOG_LEVEL: "info",
+          OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpHttpEndpoint,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+          OTEL_BSP_SCHEDULE_DELAY: "100",
+          RUNNEL_TRACE_QUERY_URL: jaeger.queryUrl,
+          RUNNEL_TRACE_LINK: `${jaeger.queryUrl}/trace/{traceId}`,
+        },
+        logDir,
+      });
+      userDataDir = await mkdtemp(join(tmpdir(), "runnel-chromium-"));
+      context = await chromium.launchPersistentContext(userDataDir, {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: CHROMIUM_ARGS,
+        viewport: { width: 1280, height: 900 },
+      });
+      page = context.pages()[0] ?? (await context.newPage());
+      const collect = (label: string) => (target: Page) => {
+        target.on("pageerror", (error) => pageErrors.push(`${label}: ${error.message}`));
+        target.on("console", (message) => {
+          if (message.type() === "error") pageErrors.push(`${label}: ${message.text()}`);
+        });
+      };
+      collect("playground")(page);
+      context.on("page", collect("page"));
+    },
+    { timeout: 17 * 60_000 },
+  );
 
   after(async () => {
     await context?.close();
