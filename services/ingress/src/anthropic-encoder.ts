@@ -17,6 +17,7 @@
  * Anthropic's `input_tokens` does not, so they are reported apart.
  */
 import { FailoverMode, FinishReason, failoverJson, type StreamEvent, type Usage } from "@runnel/shared";
+import type { ErrorShape } from "./http-errors.js";
 
 /** Anthropic's `stop_reason` values this gateway produces. */
 export type AnthropicStopReason = "end_turn" | "max_tokens" | "tool_use" | "refusal";
@@ -85,6 +86,12 @@ export interface AnthropicErrorBody {
 export function anthropicErrorBody(type: AnthropicErrorType, message: string): AnthropicErrorBody {
   return { type: "error", error: { type, message } };
 }
+
+/** Anthropic's error answer: its status and body, with the Runnel code in `x-runnel-error-code`. */
+export const anthropicErrors: ErrorShape = (error) => {
+  const { status, type } = anthropicError(error.httpStatus);
+  return { status, headers: { "x-runnel-error-code": error.code }, body: anthropicErrorBody(type, error.message) };
+};
 
 /** Anthropic's usage object, from ours (see the file comment). */
 export interface AnthropicUsage {

@@ -21,10 +21,10 @@ import {
   RunnelError,
   StreamRecords,
   setHttpRoute,
-  toRunnelError,
 } from "@runnel/shared";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from "fastify";
 import { Auth } from "./auth.js";
+import { httpError, openAIErrors } from "./http-errors.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import type { RouteContext } from "./routes/context.js";
 import { registerCors } from "./routes/cors.js";
@@ -77,7 +77,8 @@ export function buildIngress(deps: IngressDeps): Ingress {
 
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Streams log their own lines (submitted, resumed, left); a line per request would be noise.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimitBytes,
     // No wall-clock limit anywhere on the path: streams last as long as the generation.
     requestTimeout: 0,
@@ -113,19 +114,12 @@ export function buildIngress(deps: IngressDeps): Ingress {
     return payload;
   });
 
+  // The one mapping of anything thrown to a RunnelError; the route's API renders it (OpenAI's shape unless the route says otherwise).
   app.setErrorHandler((error, request, reply) => {
-    // Fastify's own 4xx errors (malformed JSON, body too large, wrong content type) are the client's.
-    const clientStatus = (error as { statusCode?: number }).statusCode;
-    const runnel =
-      error instanceof RunnelError
-        ? error
-        : clientStatus === 413
-          ? new RunnelError("RUNNEL_ERR_BODY_TOO_LARGE", `Request body is larger than ${options.bodyLimitBytes} bytes`, { cause: error })
-          : clientStatus !== undefined && clientStatus >= 400 && clientStatus < 500
-            ? new RunnelError("RUNNEL_ERR_INVALID_REQUEST", (error as Error).message, { cause: error, httpStatus: clientStatus })
-            : toRunnelError(error);
+    const runnel = httpError(error, options.bodyLimitBytes);
     if (runnel.httpStatus >= 500) request.log.error({ err: error, code: runnel.code }, "request failed");
-    void reply.code(runnel.httpStatus).send(openAIErrorBody(runnel.code, runnel.message, runnel.param));
+    const answer = (request.routeOptions.config.errors ?? openAIErrors)(runnel);
+    void reply.code(answer.status).headers(answer.headers).send(answer.body);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(openAIErrorBody("RUNNEL_ERR_INVALID_REQUEST", `no route ${request.method} ${request.url}`));
