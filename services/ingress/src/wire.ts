@@ -4,22 +4,17 @@
  * (stream-writer.ts) owns everything else: headers, heartbeats, flow
  * control, errors before and after the first byte, abandonment.
  */
-import { openAIErrorBody, type StreamEvent } from "@runnel/shared";
-import { AnthropicStreamEncoder, anthropicError, anthropicErrorBody, errorFrame, MessageAccumulator, PING_FRAME } from "./anthropic-encoder.js";
+import type { StreamEvent } from "@runnel/shared";
+import { AnthropicStreamEncoder, anthropicErrors, MessageAccumulator, PING_FRAME } from "./anthropic-encoder.js";
+import { type ErrorLike, type ErrorResponse, openAIErrors } from "./http-errors.js";
 import { type ChunkContext, CompletionAccumulator, encodeChunk, endUsageChunk } from "./openai-encoder.js";
-
-export interface ErrorResponse {
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body: string;
-}
 
 export interface Wire {
   /** Events are written as they arrive (true), or folded into one body written at the end. */
   readonly streaming: boolean;
   /** Headers of a successful response. */
   readonly headers: Readonly<Record<string, string>>;
-  /** The text of one event ("" writes nothing); a non-streaming wire folds it and returns "". */
+  /** The text of one event, an error event included ("" writes nothing); a non-streaming wire folds it and returns "". */
   event(event: StreamEvent): string;
   /** After `done`: the trailer of a stream (`data: [DONE]`), or the whole body of a non-streaming answer. */
   end(): string;
@@ -31,10 +26,8 @@ export interface Wire {
    * for formats without one. Written when the ingress shuts down mid-stream.
    */
   reconnectHint(delayMs: number): string;
-  /** An error after the first byte; `seq` 0 for errors the ingress raised itself. */
-  errorEvent(code: string, message: string, httpStatus: number, seq: number): string;
-  /** An error before the first byte. */
-  errorResponse(code: string, message: string, httpStatus: number): ErrorResponse;
+  /** An error before the first byte, as the API answers it. */
+  errorResponse(error: ErrorLike): ErrorResponse;
 }
 
 const STREAM_HEADERS = {
@@ -47,11 +40,7 @@ const JSON_HEADERS = { "content-type": "application/json" };
 
 /** OpenAI chat completions: SSE (`id: <seq>` + chunk, `[DONE]`), NDJSON (a chunk per line) or one `chat.completion`. */
 export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkContext): Wire {
-  const errorResponse = (code: string, message: string, httpStatus: number): ErrorResponse => ({
-    status: httpStatus || 502,
-    headers: JSON_HEADERS,
-    body: JSON.stringify(openAIErrorBody(code, message)),
-  });
+  const errorResponse = openAIErrors;
   if (format === "json") {
     const accumulator = new CompletionAccumulator(context);
     return {
@@ -64,7 +53,6 @@ export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkCont
       end: () => JSON.stringify(accumulator.result()),
       heartbeat: () => "",
       reconnectHint: () => "",
-      errorEvent: () => "",
       errorResponse,
     };
   }
@@ -87,17 +75,13 @@ export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkCont
     // SSE comments are ignored by every client; NDJSON clients skip blank lines.
     heartbeat: () => (sse ? ": keep-alive\n\n" : "\n"),
     reconnectHint: (delayMs) => (sse ? `retry: ${delayMs}\n` : ""),
-    errorEvent: (code, message, _httpStatus, seq) => frame(seq, JSON.stringify(openAIErrorBody(code, message))),
     errorResponse,
   };
 }
 
 /** The Anthropic Messages API: its SSE event sequence with `ping` heartbeats, or one `message`. */
 export function anthropicWire(streaming: boolean, streamId: string, model: string): Wire {
-  const errorResponse = (code: string, message: string, httpStatus: number): ErrorResponse => {
-    const { status, type } = anthropicError(httpStatus);
-    return { status, headers: { ...JSON_HEADERS, "x-runnel-error-code": code }, body: JSON.stringify(anthropicErrorBody(type, message)) };
-  };
+  const errorResponse = anthropicErrors;
   if (!streaming) {
     const accumulator = new MessageAccumulator(streamId, model);
     return {
@@ -110,7 +94,6 @@ export function anthropicWire(streaming: boolean, streamId: string, model: strin
       end: () => JSON.stringify(accumulator.result()),
       heartbeat: () => "",
       reconnectHint: () => "",
-      errorEvent: () => "",
       errorResponse,
     };
   }
@@ -123,7 +106,6 @@ export function anthropicWire(streaming: boolean, streamId: string, model: strin
     // A ping comes after message_start, as Anthropic's stream always begins with it.
     heartbeat: () => `${encoder.start()}${PING_FRAME}`,
     reconnectHint: (delayMs) => `retry: ${delayMs}\n`,
-    errorEvent: (_code, message, httpStatus, seq) => errorFrame(httpStatus, message, seq),
     errorResponse,
   };
 }
