@@ -2,10 +2,9 @@
 import { newStreamId, RunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
 import { buildJob, clientTraceContext, sessionFrom } from "../job.js";
-import type { ChunkContext } from "../openai-encoder.js";
+import { type ChunkContext, openAIWire } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import { type OpenStream, writeStream } from "../stream-writer.js";
-import { openAIWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
 
 export function registerChatCompletions(app: FastifyInstance, context: RouteContext): void {

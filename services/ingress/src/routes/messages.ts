@@ -7,11 +7,10 @@
  */
 import { newStreamId, RunnelError } from "@runnel/shared";
 import type { FastifyInstance } from "fastify";
-import { anthropicErrors } from "../anthropic-encoder.js";
+import { anthropicErrors, anthropicWire } from "../anthropic-encoder.js";
 import { parseMessagesRequest, toChatRequestFromMessages } from "../anthropic-request.js";
 import { buildJob, clientTraceContext, sessionFrom } from "../job.js";
 import { writeStream } from "../stream-writer.js";
-import { anthropicWire } from "../wire.js";
 import type { RouteContext } from "./context.js";
 
 export function registerMessages(app: FastifyInstance, context: RouteContext): void {

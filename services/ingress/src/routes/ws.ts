@@ -34,7 +34,7 @@ import type { FastifyInstance } from "fastify";
 import { type RawData, type WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
 import { buildJob, sessionFrom } from "../job.js";
-import { type ChunkContext, encodeChunk, followRoute, openAIUsage } from "../openai-encoder.js";
+import { type ChunkContext, ChunkJson, encodeChunk, followRoute, openAIUsage, resumedChunkContext } from "../openai-encoder.js";
 import { parseChatCompletionRequest, toChatRequest } from "../openai-request.js";
 import type { StreamReader } from "../stream-reader.js";
 import type { RouteContext } from "./context.js";
@@ -188,15 +188,6 @@ function frameKey(frame: unknown): string {
   if (typeof frame !== "object" || frame === null || !("id" in frame)) return "null";
   const parsed = requestId.safeParse(frame.id);
   return parsed.success ? JSON.stringify(parsed.data) : "null";
-}
-
-/** The `chat.completion.chunk` context of a stream being resumed. */
-function resumedChunkContext(streamId: string, record: StoredRecord | undefined): ChunkContext {
-  return {
-    id: `chatcmpl-${streamId}`,
-    created: Math.floor((record?.state.createdAtMs ?? Date.now()) / 1000),
-    model: record?.state.model ?? "",
-  };
 }
 
 /** One client socket and the streams it runs. */
@@ -422,6 +413,7 @@ class Session {
     this.#send(`{"type":"started","id":${key},"streamId":${stream},"resumeToken":${JSON.stringify(this.#context.auth.resumeToken(streamId))}}`);
     // Built once per stream: the per-token path only appends the seq and the encoded chunk.
     const chunkPrefix = `{"type":"chunk","id":${key},"streamId":${stream},"seq":`;
+    const chunkJson = new ChunkJson();
     if (this.#congested) reader.pause();
     reader.attach((event) => {
       const body = event.event;
@@ -447,7 +439,7 @@ class Session {
       }
       const payload = encodeChunk(chunks, event);
       if (payload === undefined) return;
-      this.#send(`${chunkPrefix}${event.seq},"chunk":${payload}}`);
+      this.#send(`${chunkPrefix}${event.seq},"chunk":${chunkJson.text(payload)}}`);
     });
     if (running.cancelled) this.#cancelStarted(running);
   }
