@@ -8,7 +8,8 @@ import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, Stre
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { encodeChunk, endUsageChunk, followRoute, openAIWire, resumedChunkContext } from "../openai-encoder.js";
-import { type OpenStream, reconnectDelayMs, writeStream } from "../stream-writer.js";
+import { serveStream } from "../serve.js";
+import { reconnectDelayMs } from "../stream-writer.js";
 import type { RouteContext } from "./context.js";
 
 const PHASE_NAMES: Record<number, string> = {
@@ -105,31 +106,15 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       return reply.code(204).send();
     }
     const chunks = resumedChunkContext(streamId, record);
-    const reader = context.streams.reader(streamId, after, true, (event) => followRoute(chunks, event));
-    context.streams.attached(streamId, after, "sse");
+    const reader = context.streams.resume(streamId, after, "sse", (event) => followRoute(chunks, event));
     request.log.info({ stream_id: streamId, after }, "stream resumed");
-    reply.hijack();
-    let untrack: () => void = () => {};
-    let ended = false;
-    const handle: OpenStream = writeStream({
+    return serveStream(context, reply, {
       reader,
-      response: reply.raw,
       wire: openAIWire("sse", chunks),
-      heartbeatIntervalMs: context.options.heartbeatInterval,
-      maxBufferBytes: context.options.maxClientBufferBytes,
-      stuckClientTimeoutMs: context.options.stuckClientTimeout,
-      onSlowClient: (kind) => context.telemetry.slowClient("sse", kind),
-      onAbandon: (reason, detach) => context.streams.abandoned(streamId, reason, detach),
+      transport: "sse",
       // EventSource reconnects by itself (with Last-Event-ID) after a clean end; an error event would only stop it.
       onShutdown: "reconnect",
-      onEnd: () => {
-        ended = true;
-        untrack();
-      },
     });
-    untrack = context.track(handle, "sse");
-    if (ended) untrack();
-    return reply;
   });
 
   app.get("/v1/streams/:id/deltas", async (request) => {
@@ -139,8 +124,7 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const endedAt = await context.streams.endedAt(streamId, record);
     if (endedAt !== undefined && query.after >= endedAt) return { events: [], next: query.after, done: true };
     const chunks = resumedChunkContext(streamId, record);
-    const reader = context.streams.reader(streamId, query.after, true, (event) => followRoute(chunks, event));
-    context.streams.attached(streamId, query.after, "deltas");
+    const reader = context.streams.resume(streamId, query.after, "deltas", (event) => followRoute(chunks, event));
     const events: unknown[] = [];
     let next = query.after;
     let done = false;
