@@ -232,15 +232,9 @@ export class AnthropicStreamEncoder {
         this.#start(out);
         break;
       case "textDelta":
-        this.#start(out);
-        this.#switchTo(out, "text");
-        out.push({ type: "content_block_delta", index: this.#nextIndex - 1, delta: { type: "text_delta", text: body.value.text } });
-        break;
+        return this.#delta(out, "text", { type: "text_delta", text: body.value.text });
       case "reasoningDelta":
-        this.#start(out);
-        this.#switchTo(out, "thinking");
-        out.push({ type: "content_block_delta", index: this.#nextIndex - 1, delta: { type: "thinking_delta", thinking: body.value.text } });
-        break;
+        return this.#delta(out, "thinking", { type: "thinking_delta", thinking: body.value.text });
       case "toolCallDelta": {
         const { index, id, name, arguments: partial } = body.value;
         this.#start(out);
@@ -289,6 +283,15 @@ export class AnthropicStreamEncoder {
       default:
         break;
     }
+    return out;
+  }
+
+  /** A text or thinking delta: into the open block of its kind (the per-token case, one event alone), or a new block. */
+  #delta(out: AnthropicStreamEvent[], kind: "text" | "thinking", delta: AnthropicDelta): AnthropicStreamEvent[] {
+    if (this.#open === kind) return [{ type: "content_block_delta", index: this.#nextIndex - 1, delta }];
+    this.#start(out);
+    this.#switchTo(out, kind);
+    out.push({ type: "content_block_delta", index: this.#nextIndex - 1, delta });
     return out;
   }
 

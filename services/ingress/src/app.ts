@@ -2,8 +2,10 @@
  * The ingress: the public HTTP front door. It checks the caller, validates
  * the request, picks routes from its last routing snapshot, opens the stream
  * (joins its live feed, then submits the job) and writes each event to the
- * client the moment it arrives. Transports live in routes/; the stream
- * machinery every transport shares lives in streams.ts.
+ * client the moment it arrives. Routes live in routes/ (the WebSocket's
+ * protocol, session and flow control in ws-*.ts); every API opens a stream
+ * through submit.ts and serves it through serve.ts; the stream machinery
+ * every transport shares lives in streams.ts.
  */
 
 import type { IncomingMessage } from "node:http";

@@ -126,15 +126,21 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     }
   }
 
-  /** Ends the response; `closeConnection`: by closing the connection after what was written, without HTTP's end of body. */
-  const finish = (closeConnection = false) => {
-    if (ended) return;
+  /** The stream is over for this response, however it ends: no more timers, no more events. False if it already was. */
+  const stop = () => {
+    if (ended) return false;
     ended = true;
     clearInterval(heartbeat);
     clearTimeout(holdHeaders);
     clearTimeout(waitedHeaders);
     clearTimeout(stuckTimer);
     reader.close();
+    return true;
+  };
+
+  /** Ends the response; `closeConnection`: by closing the connection after what was written, without HTTP's end of body. */
+  const finish = (closeConnection = false) => {
+    if (!stop()) return;
     flush();
     if (closeConnection && response.socket) response.socket.end();
     else response.end();
@@ -202,13 +208,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
   }
 
   response.on("close", () => {
-    if (ended) return;
-    ended = true;
-    clearInterval(heartbeat);
-    clearTimeout(holdHeaders);
-    clearTimeout(waitedHeaders);
-    clearTimeout(stuckTimer);
-    reader.close();
+    if (!stop()) return;
     options.onEnd();
     // A streaming client may resume (it has the stream id); one waiting for a JSON answer never learned it: cancel at once.
     options.onAbandon("client disconnected", wire.streaming);

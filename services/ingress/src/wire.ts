@@ -109,8 +109,10 @@ export function ndjsonWire<V>(encoding: StreamEncoding<V>): Wire {
     streaming: true,
     headers: NDJSON_HEADERS,
     event: (event) => {
+      const values = encoding.encode(event);
+      if (values.length === 1) return `${encoding.json(values[0] as V)}\n`;
       let text = "";
-      for (const value of encoding.encode(event)) text += `${encoding.json(value)}\n`;
+      for (const value of values) text += `${encoding.json(value)}\n`;
       return text;
     },
     end: () => "",
