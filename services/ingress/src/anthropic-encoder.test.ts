@@ -4,11 +4,11 @@ import { type EventBody, FinishReason, type StreamEvent } from "@runnel/shared";
 import {
   AnthropicStreamEncoder,
   anthropicError,
+  anthropicEventJson,
   anthropicStopReason,
   anthropicUsage,
-  errorFrame,
+  anthropicWire,
   MessageAccumulator,
-  PING_FRAME,
 } from "./anthropic-encoder.js";
 
 const STREAM = "st_abc";
@@ -60,9 +60,10 @@ function frames(text: string): Frame[] {
     });
 }
 
+/** The SSE text of a stream: the encoder's events through the serialiser and the SSE framer. */
 function encodeAll(list: StreamEvent[], model = "claude"): Frame[] {
-  const encoder = new AnthropicStreamEncoder(STREAM, model);
-  return frames(list.map((event) => encoder.encode(event)).join(""));
+  const wire = anthropicWire(true, STREAM, model);
+  return frames(list.map((event) => wire.event(event)).join(""));
 }
 
 const messageStart = (model: string) => ({
@@ -161,9 +162,9 @@ describe("AnthropicStreamEncoder", () => {
   });
 
   test("an error mid-stream: one event: error after the deltas, no content_block_stop, no message_delta, no message_stop", () => {
-    const encoder = new AnthropicStreamEncoder(STREAM, "claude");
+    const encoder = anthropicWire(true, STREAM, "claude");
     const list = events(started(), textDelta("Hel"), failure("RUNNEL_ERR_PROVIDER_STREAM_CUT", "the provider's stream ended early", 502));
-    const text = list.map((event) => encoder.encode(event)).join("");
+    const text = list.map((event) => encoder.event(event)).join("");
     assert.deepEqual(frames(text), [
       messageStart("claude-served-1"),
       blockStart(0, { type: "text", text: "" }),
@@ -171,21 +172,23 @@ describe("AnthropicStreamEncoder", () => {
       { event: "error", id: 3, data: { type: "error", error: { type: "api_error", message: "the provider's stream ended early" } } },
     ]);
     // Nothing follows the error, whatever arrives.
-    assert.equal(encoder.encode({ streamId: STREAM, seq: 4, epoch: 0, event: done() }), "");
+    assert.equal(encoder.event({ streamId: STREAM, seq: 4, epoch: 0, event: done() }), "");
   });
 
   test("an error raised by the ingress (seq 0) has no id; a capacity error is overloaded_error", () => {
-    assert.deepEqual(frames(errorFrame(503, "shutting down")), [
+    const raised = { streamId: STREAM, seq: 0, epoch: 0, event: failure("RUNNEL_ERR_SHUTTING_DOWN", "shutting down", 503) };
+    assert.deepEqual(frames(anthropicWire(true, STREAM, "claude").event(raised)), [
       { event: "error", data: { type: "error", error: { type: "overloaded_error", message: "shutting down" } } },
     ]);
   });
 
   test("a heartbeat before the first event starts the message with the public model; started then adds nothing", () => {
-    const encoder = new AnthropicStreamEncoder(STREAM, "claude");
-    const early = frames(`${encoder.start()}${PING_FRAME}`);
+    const wire = anthropicWire(true, STREAM, "claude");
+    const early = frames(wire.heartbeat());
     assert.deepEqual(early, [messageStart("claude"), { event: "ping", data: { type: "ping" } }]);
-    assert.equal(encoder.encode(events(started())[0] as StreamEvent), "");
-    assert.equal(encoder.start(), "");
+    assert.equal(wire.event(events(started())[0] as StreamEvent), "");
+    // Once started, a heartbeat is the ping alone.
+    assert.deepEqual(frames(wire.heartbeat()), [{ event: "ping", data: { type: "ping" } }]);
   });
 
   test("started without a model keeps the public model", () => {
@@ -203,6 +206,24 @@ describe("AnthropicStreamEncoder", () => {
   test("cache reads are reported apart from input_tokens", () => {
     const list = encodeAll(events(started(), textDelta("x"), usage(1000, 3, 800), done(FinishReason.FINISH_REASON_LENGTH)));
     assert.deepEqual(list.at(-2), messageDelta("max_tokens", { input_tokens: 200, output_tokens: 3, cache_read_input_tokens: 800 }));
+  });
+});
+
+describe("anthropicEventJson", () => {
+  test("is JSON.stringify of every event, the hand-written per-token deltas included", () => {
+    const encoder = new AnthropicStreamEncoder(STREAM, "claude");
+    const list = events(
+      started(),
+      reasoning('think "hard"\n'),
+      textDelta("Hello 👋 \u2028 </script>"),
+      toolDelta(0, "call_a", "f", '{"a":'),
+      toolDelta(0, "", "", "1}"),
+      usage(3, 4, 1),
+      done(),
+    );
+    const values = list.flatMap((event) => encoder.encode(event));
+    assert.ok(values.some((value) => value.type === "content_block_delta"));
+    for (const value of values) assert.equal(anthropicEventJson(value), JSON.stringify(value));
   });
 });
 

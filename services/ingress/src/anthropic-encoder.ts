@@ -1,6 +1,7 @@
 /**
- * Encodes vocabulary events as the Anthropic Messages API stream
- * (`event: <type>\ndata: <json>\n\n`), and folds a whole stream into one
+ * Encodes vocabulary events as the Anthropic Messages API stream (event
+ * values, which the SSE framer writes as `event: <type>\ndata: <json>\n\n`
+ * through `anthropicEventJson`), and folds a whole stream into one
  * `message` object. Pure.
  *
  * The wire sequence is Anthropic's: `message_start`, then content blocks
@@ -17,6 +18,8 @@
  * Anthropic's `input_tokens` does not, so they are reported apart.
  */
 import { FailoverMode, FinishReason, failoverJson, type StreamEvent, type Usage } from "@runnel/shared";
+import type { ErrorShape } from "./http-errors.js";
+import { jsonWire, sseWire, type Wire } from "./wire.js";
 
 /** Anthropic's `stop_reason` values this gateway produces. */
 export type AnthropicStopReason = "end_turn" | "max_tokens" | "tool_use" | "refusal";
@@ -86,6 +89,12 @@ export function anthropicErrorBody(type: AnthropicErrorType, message: string): A
   return { type: "error", error: { type, message } };
 }
 
+/** Anthropic's error answer: its status and body, with the Runnel code in `x-runnel-error-code`. */
+export const anthropicErrors: ErrorShape = (error) => {
+  const { status, type } = anthropicError(error.httpStatus);
+  return { status, headers: { "x-runnel-error-code": error.code }, body: anthropicErrorBody(type, error.message) };
+};
+
 /** Anthropic's usage object, from ours (see the file comment). */
 export interface AnthropicUsage {
   input_tokens: number;
@@ -101,27 +110,83 @@ export function anthropicUsage(usage: Usage): AnthropicUsage {
   };
 }
 
-function usageJson(usage: Usage | undefined): string {
-  return usage ? JSON.stringify(anthropicUsage(usage)) : '{"input_tokens":0,"output_tokens":0}';
-}
-
-/** One SSE event. Frames that end a worker event carry its seq as the SSE id (the resume position). */
-function frame(type: string, json: string, seq = 0): string {
-  return seq > 0 ? `event: ${type}\nid: ${seq}\ndata: ${json}\n\n` : `event: ${type}\ndata: ${json}\n\n`;
-}
-
-/** The heartbeat. */
-export const PING_FRAME = frame("ping", '{"type":"ping"}');
-
-/** The `event: error` that ends a failed stream. */
-export function errorFrame(httpStatus: number, message: string, seq = 0): string {
-  return frame("error", JSON.stringify(anthropicErrorBody(anthropicError(httpStatus).type, message)), seq);
-}
+/** The usage of `message_start` (zeros: usage comes at the end of our streams) and of a `message_delta` without any. */
+const NO_USAGE = { input_tokens: 0, output_tokens: 0 } as const;
 
 type BlockKind = "text" | "thinking" | "tool_use";
 
+/** A content block as `content_block_start` opens it. */
+export type AnthropicBlockStart =
+  | { type: "text"; text: "" }
+  | { type: "thinking"; thinking: ""; signature: "" }
+  | { type: "tool_use"; id: string; name: string; input: Record<string, never> };
+
+/** A `content_block_delta`'s delta. */
+export type AnthropicDelta =
+  | { type: "text_delta"; text: string }
+  | { type: "thinking_delta"; thinking: string }
+  | { type: "input_json_delta"; partial_json: string };
+
+/** One event of Anthropic's stream (its `type` is also the SSE event name), properties in Anthropic's order. */
+export type AnthropicStreamEvent =
+  | {
+      type: "message_start";
+      message: {
+        id: string;
+        type: "message";
+        role: "assistant";
+        model: string;
+        content: [];
+        stop_reason: null;
+        stop_sequence: null;
+        usage: typeof NO_USAGE;
+      };
+    }
+  | { type: "content_block_start"; index: number; content_block: AnthropicBlockStart }
+  | { type: "content_block_delta"; index: number; delta: AnthropicDelta }
+  | { type: "content_block_stop"; index: number }
+  | {
+      type: "message_delta";
+      delta: { stop_reason: AnthropicStopReason; stop_sequence: null };
+      usage: AnthropicUsage | typeof NO_USAGE;
+    }
+  | { type: "message_stop" }
+  | { type: "ping" }
+  | ({ type: "runnel_failover" } & Record<string, unknown>)
+  | AnthropicErrorBody;
+
+/** The heartbeat event. */
+export const PING: AnthropicStreamEvent = { type: "ping" };
+
 /**
- * Turns one stream's events, in order, into Anthropic SSE text. One per
+ * The JSON text of an Anthropic stream event: the one place they are
+ * serialised. Always `JSON.stringify(event)`; a content delta (every token)
+ * is written by hand: stringifying each token's object took 4 times as long.
+ */
+export function anthropicEventJson(event: AnthropicStreamEvent): string {
+  if (event.type !== "content_block_delta") return JSON.stringify(event);
+  const delta = event.delta;
+  switch (delta.type) {
+    case "text_delta":
+      return `{"type":"content_block_delta","index":${event.index},"delta":{"type":"text_delta","text":${JSON.stringify(delta.text)}}}`;
+    case "thinking_delta":
+      return `{"type":"content_block_delta","index":${event.index},"delta":{"type":"thinking_delta","thinking":${JSON.stringify(delta.thinking)}}}`;
+    case "input_json_delta":
+      return `{"type":"content_block_delta","index":${event.index},"delta":{"type":"input_json_delta","partial_json":${JSON.stringify(delta.partial_json)}}}`;
+  }
+}
+
+/**
+ * Whether the last of an event's values carries its seq as the SSE id (the
+ * resume position): every event's but `started`'s, whose `message_start`
+ * may as well come from a heartbeat.
+ */
+export function anthropicPositioned(event: StreamEvent): boolean {
+  return event.event?.$case !== "started";
+}
+
+/**
+ * Turns one stream's events, in order, into Anthropic stream events. One per
  * stream; holds the open block and the usage seen so far.
  */
 export class AnthropicStreamEncoder {
@@ -149,81 +214,126 @@ export class AnthropicStreamEncoder {
     return this.#started;
   }
 
-  /** `message_start`, if it was not produced yet (a heartbeat before the first event); otherwise "". */
-  start(): string {
-    if (this.#started) return "";
-    this.#started = true;
-    const message = `{"id":${JSON.stringify(this.#id)},"type":"message","role":"assistant","model":${JSON.stringify(this.#model)},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}`;
-    return frame("message_start", `{"type":"message_start","message":${message}}`);
+  /** `message_start`, if it was not produced yet (a heartbeat before the first event); otherwise nothing. */
+  start(): AnthropicStreamEvent[] {
+    const out: AnthropicStreamEvent[] = [];
+    this.#start(out);
+    return out;
   }
 
-  /** The SSE text for one event ("" when it writes nothing, like usage, which waits for the end). */
-  encode(event: StreamEvent): string {
-    if (this.#ended) return "";
+  /** The events of one vocabulary event ([] when it writes nothing, like usage, which waits for the end). */
+  encode(event: StreamEvent): AnthropicStreamEvent[] {
+    const out: AnthropicStreamEvent[] = [];
+    if (this.#ended) return out;
     const body = event.event;
     switch (body?.$case) {
       case "started":
         if (!this.#started && body.value.model) this.#model = body.value.model;
-        return this.start();
+        this.#start(out);
+        break;
       case "textDelta":
-        return `${this.start()}${this.#switchTo("text")}${frame("content_block_delta", `{"type":"content_block_delta","index":${this.#nextIndex - 1},"delta":{"type":"text_delta","text":${JSON.stringify(body.value.text)}}}`, event.seq)}`;
+        return this.#delta(out, "text", { type: "text_delta", text: body.value.text });
       case "reasoningDelta":
-        return `${this.start()}${this.#switchTo("thinking")}${frame("content_block_delta", `{"type":"content_block_delta","index":${this.#nextIndex - 1},"delta":{"type":"thinking_delta","thinking":${JSON.stringify(body.value.text)}}}`, event.seq)}`;
+        return this.#delta(out, "thinking", { type: "thinking_delta", thinking: body.value.text });
       case "toolCallDelta": {
         const { index, id, name, arguments: partial } = body.value;
-        let head = this.start();
+        this.#start(out);
         let block = this.#toolBlocks.get(index);
         if (block === undefined) {
-          head += this.#close();
+          this.#close(out);
           block = this.#nextIndex++;
           this.#toolBlocks.set(index, block);
           this.#open = "tool_use";
           const toolId = id || `toolu_${this.#streamId}_${index}`;
-          head += frame(
-            "content_block_start",
-            `{"type":"content_block_start","index":${block},"content_block":{"type":"tool_use","id":${JSON.stringify(toolId)},"name":${JSON.stringify(name)},"input":{}}}`,
-            partial ? 0 : event.seq,
-          );
+          out.push({ type: "content_block_start", index: block, content_block: { type: "tool_use", id: toolId, name, input: {} } });
         }
         // A fragment of a call whose block was closed (fragments interleaved across calls, which no adapter produces)
         // still goes to that call's block: Anthropic clients accumulate by index.
-        if (!partial) return head;
-        return `${head}${frame("content_block_delta", `{"type":"content_block_delta","index":${block},"delta":{"type":"input_json_delta","partial_json":${JSON.stringify(partial)}}}`, event.seq)}`;
+        if (partial) out.push({ type: "content_block_delta", index: block, delta: { type: "input_json_delta", partial_json: partial } });
+        break;
       }
       case "usage":
         this.#usage = body.value;
-        return "";
+        break;
       case "failover":
         // Closes the open block: whatever follows (a restart, a continuation) starts a new one.
-        return `${this.start()}${this.#close()}${frame("runnel_failover", JSON.stringify({ type: "runnel_failover", ...failoverJson(body.value) }), event.seq)}`;
+        this.#start(out);
+        this.#close(out);
+        out.push({ type: "runnel_failover", ...failoverJson(body.value) });
+        break;
       case "done": {
         this.#ended = true;
-        const delta = `{"type":"message_delta","delta":{"stop_reason":"${anthropicStopReason(body.value.finishReason)}","stop_sequence":null},"usage":${usageJson(body.value.usage ?? this.#usage)}}`;
-        return `${this.start()}${this.#close()}${frame("message_delta", delta)}${frame("message_stop", '{"type":"message_stop"}', event.seq)}`;
+        this.#start(out);
+        this.#close(out);
+        const usage = body.value.usage ?? this.#usage;
+        out.push(
+          {
+            type: "message_delta",
+            delta: { stop_reason: anthropicStopReason(body.value.finishReason), stop_sequence: null },
+            usage: usage ? anthropicUsage(usage) : NO_USAGE,
+          },
+          { type: "message_stop" },
+        );
+        break;
       }
       case "error":
         this.#ended = true;
-        return errorFrame(body.value.httpStatus, body.value.message, event.seq);
+        out.push(anthropicErrorBody(anthropicError(body.value.httpStatus).type, body.value.message));
+        break;
       default:
-        return "";
+        break;
     }
+    return out;
+  }
+
+  /** A text or thinking delta: into the open block of its kind (the per-token case, one event alone), or a new block. */
+  #delta(out: AnthropicStreamEvent[], kind: "text" | "thinking", delta: AnthropicDelta): AnthropicStreamEvent[] {
+    if (this.#open === kind) return [{ type: "content_block_delta", index: this.#nextIndex - 1, delta }];
+    this.#start(out);
+    this.#switchTo(out, kind);
+    out.push({ type: "content_block_delta", index: this.#nextIndex - 1, delta });
+    return out;
+  }
+
+  #start(out: AnthropicStreamEvent[]): void {
+    if (this.#started) return;
+    this.#started = true;
+    out.push({
+      type: "message_start",
+      message: { id: this.#id, type: "message", role: "assistant", model: this.#model, content: [], stop_reason: null, stop_sequence: null, usage: NO_USAGE },
+    });
   }
 
   /** Closes the open block unless it is of `kind` (tool calls switch by index, not here), and opens a block of `kind`. */
-  #switchTo(kind: "text" | "thinking"): string {
-    if (this.#open === kind) return "";
-    const closed = this.#close();
+  #switchTo(out: AnthropicStreamEvent[], kind: "text" | "thinking"): void {
+    if (this.#open === kind) return;
+    this.#close(out);
     this.#open = kind;
     const index = this.#nextIndex++;
-    const block = kind === "text" ? '{"type":"text","text":""}' : '{"type":"thinking","thinking":"","signature":""}';
-    return `${closed}${frame("content_block_start", `{"type":"content_block_start","index":${index},"content_block":${block}}`)}`;
+    const block: AnthropicBlockStart = kind === "text" ? { type: "text", text: "" } : { type: "thinking", thinking: "", signature: "" };
+    out.push({ type: "content_block_start", index, content_block: block });
   }
 
-  #close(): string {
-    if (this.#open === undefined) return "";
+  #close(out: AnthropicStreamEvent[]): void {
+    if (this.#open === undefined) return;
     this.#open = undefined;
-    return frame("content_block_stop", `{"type":"content_block_stop","index":${this.#nextIndex - 1}}`);
+    out.push({ type: "content_block_stop", index: this.#nextIndex - 1 });
   }
+}
+
+/** The Anthropic Messages API: its SSE event sequence with `ping` heartbeats, or one `message`. */
+export function anthropicWire(streaming: boolean, streamId: string, model: string): Wire {
+  if (!streaming) return jsonWire(new MessageAccumulator(streamId, model), anthropicErrors);
+  const encoder = new AnthropicStreamEncoder(streamId, model);
+  return sseWire({
+    encode: (event) => encoder.encode(event),
+    json: anthropicEventJson,
+    name: (value) => value.type,
+    positioned: anthropicPositioned,
+    // A ping comes after message_start, as Anthropic's stream always begins with it.
+    heartbeat: () => [...encoder.start(), PING],
+    errors: anthropicErrors,
+  });
 }
 
 /** A content block of a non-streaming `message`. */

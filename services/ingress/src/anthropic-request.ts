@@ -12,6 +12,7 @@
  */
 import { type ChatMessage, type ChatRequest, type ContentPart, RunnelError } from "@runnel/shared";
 import { type core, z } from "zod";
+import type { RequestApi } from "./api.js";
 
 const REQUIRED = "Field required";
 
@@ -257,3 +258,12 @@ export function toChatRequestFromMessages(request: MessagesRequest): ChatRequest
     user: request.metadata?.user_id ?? "",
   };
 }
+
+/** `POST /v1/messages`. */
+export const messagesApi: RequestApi = {
+  name: "anthropic",
+  parse(body) {
+    const request = parseMessagesRequest(body);
+    return { model: request.model, streaming: request.stream === true, chat: toChatRequestFromMessages(request) };
+  },
+};

@@ -2,8 +2,10 @@
  * The ingress: the public HTTP front door. It checks the caller, validates
  * the request, picks routes from its last routing snapshot, opens the stream
  * (joins its live feed, then submits the job) and writes each event to the
- * client the moment it arrives. Transports live in routes/; the stream
- * machinery every transport shares lives in streams.ts.
+ * client the moment it arrives. Routes live in routes/ (the WebSocket's
+ * protocol, session and flow control in ws-*.ts); every API opens a stream
+ * through submit.ts and serves it through serve.ts; the stream machinery
+ * every transport shares lives in streams.ts.
  */
 
 import type { IncomingMessage } from "node:http";
@@ -22,11 +24,11 @@ import {
   RunnelError,
   StreamRecords,
   setHttpRoute,
-  toRunnelError,
 } from "@runnel/shared";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from "fastify";
 import { Auth } from "./auth.js";
 import { ConsoleFeed } from "./console-feed.js";
+import { httpError, openAIErrors } from "./http-errors.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import { type ConsoleApiOptions, registerConsoleApi } from "./routes/console-api.js";
 import type { RouteContext } from "./routes/context.js";
@@ -84,7 +86,8 @@ export function buildIngress(deps: IngressDeps): Ingress {
 
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Streams log their own lines (submitted, resumed, left); a line per request would be noise.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimitBytes,
     // No wall-clock limit anywhere on the path: streams last as long as the generation.
     requestTimeout: 0,
@@ -120,19 +123,12 @@ export function buildIngress(deps: IngressDeps): Ingress {
     return payload;
   });
 
+  // The one mapping of anything thrown to a RunnelError; the route's API renders it (OpenAI's shape unless the route says otherwise).
   app.setErrorHandler((error, request, reply) => {
-    // Fastify's own 4xx errors (malformed JSON, body too large, wrong content type) are the client's.
-    const clientStatus = (error as { statusCode?: number }).statusCode;
-    const runnel =
-      error instanceof RunnelError
-        ? error
-        : clientStatus === 413
-          ? new RunnelError("RUNNEL_ERR_BODY_TOO_LARGE", `Request body is larger than ${options.bodyLimitBytes} bytes`, { cause: error })
-          : clientStatus !== undefined && clientStatus >= 400 && clientStatus < 500
-            ? new RunnelError("RUNNEL_ERR_INVALID_REQUEST", (error as Error).message, { cause: error, httpStatus: clientStatus })
-            : toRunnelError(error);
+    const runnel = httpError(error, options.bodyLimitBytes);
     if (runnel.httpStatus >= 500) request.log.error({ err: error, code: runnel.code }, "request failed");
-    void reply.code(runnel.httpStatus).send(openAIErrorBody(runnel.code, runnel.message, runnel.param));
+    const answer = (request.routeOptions.config.errors ?? openAIErrors)(runnel);
+    void reply.code(answer.status).headers(answer.headers).send(answer.body);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(openAIErrorBody("RUNNEL_ERR_INVALID_REQUEST", `no route ${request.method} ${request.url}`));

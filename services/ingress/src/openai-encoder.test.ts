@@ -1,10 +1,37 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { type EventBody, FinishReason, type StreamEvent } from "@runnel/shared";
-import { type ChunkContext, CompletionAccumulator, encodeChunk, endUsageChunk } from "./openai-encoder.js";
+import {
+  type ChunkContext,
+  ChunkJson,
+  CompletionAccumulator,
+  encodeChunk as encodeValue,
+  endUsageChunk as endUsageValue,
+  type OpenAIStreamValue,
+} from "./openai-encoder.js";
 
 function context(model = "gpt"): ChunkContext {
   return { id: "chatcmpl-st_abc", created: 1_732_170_000, model };
+}
+
+/** One serialiser per stream, as each wire has: its cached envelope follows the stream's model. */
+const serializers = new WeakMap<ChunkContext, ChunkJson>();
+function json(ctx: ChunkContext, value: OpenAIStreamValue | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const serializer = serializers.get(ctx) ?? new ChunkJson();
+  serializers.set(ctx, serializer);
+  const text = serializer.text(value);
+  assert.equal(text, JSON.stringify(value), "the serialiser's text is the value's JSON");
+  return text;
+}
+
+/** The text a client receives for one event: the encoder's value through the one serialiser. */
+function encodeChunk(ctx: ChunkContext, event: StreamEvent): string | undefined {
+  return json(ctx, encodeValue(ctx, event));
+}
+
+function endUsageChunk(ctx: ChunkContext, event: StreamEvent): string | undefined {
+  return json(ctx, endUsageValue(ctx, event));
 }
 
 let seq = 0;

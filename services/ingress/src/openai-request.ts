@@ -4,6 +4,7 @@
  */
 import { type ChatMessage, type ChatRequest, RunnelError } from "@runnel/shared";
 import { z } from "zod";
+import type { RequestApi } from "./api.js";
 
 const contentPart = z.discriminatedUnion("type", [
   z.object({ type: z.literal("text"), text: z.string() }),
@@ -100,3 +101,17 @@ export function toChatRequest(request: ChatCompletionRequest, includeUsage: bool
     user: request.user ?? "",
   };
 }
+
+/**
+ * `POST /v1/chat/completions` (and a WebSocket request frame). Usage is asked
+ * for a non-streaming answer always (its `usage` field), for a stream when
+ * the client asks (`stream_options.include_usage`).
+ */
+export const chatCompletionsApi: RequestApi = {
+  name: "openai",
+  parse(body) {
+    const request = parseChatCompletionRequest(body);
+    const streaming = request.stream === true;
+    return { model: request.model, streaming, chat: toChatRequest(request, streaming ? request.stream_options?.include_usage === true : true) };
+  },
+};

@@ -15,6 +15,11 @@ import type { LiveListener, StreamHub } from "./stream-hub.js";
 
 export type EventSink = (event: StreamEvent) => void;
 
+/** The error event of a failure the ingress raised itself: seq 0, as it has no place in the stream's log. */
+export function raisedError(streamId: string, error: RunnelError): StreamEvent {
+  return { streamId, seq: 0, epoch: 0, event: errorEvent(error) };
+}
+
 export interface ReaderOptions {
   readonly hub: StreamHub;
   readonly log: EventLog;
@@ -123,7 +128,7 @@ export class StreamReader implements LiveListener {
   /** Ends the stream for this client with an error raised by the ingress (seq 0). */
   fail(code: ErrorCode, message: string): void {
     if (this.#ended) return;
-    this.#deliver({ streamId: this.streamId, seq: 0, epoch: 0, event: errorEvent(new RunnelError(code, `stream ${this.streamId}: ${message}`)) });
+    this.#deliver(raisedError(this.streamId, new RunnelError(code, `stream ${this.streamId}: ${message}`)));
   }
 
   get ended(): boolean {

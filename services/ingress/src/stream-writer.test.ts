@@ -3,9 +3,9 @@ import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { StreamEvent } from "@runnel/shared";
+import { openAIWire } from "./openai-encoder.js";
 import type { StreamReader } from "./stream-reader.js";
 import { type OpenStream, reconnectDelayMs, type WriteStreamOptions, writeStream } from "./stream-writer.js";
-import { openAIWire } from "./wire.js";
 
 /** The part of a reader the writer uses: it delivers what the test sends. */
 function fakeReader(): { reader: StreamReader; send: (seq: number, text: string) => void } {

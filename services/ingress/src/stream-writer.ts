@@ -11,8 +11,9 @@
  * (a disconnect may still resume; other reasons cancel at once).
  */
 import type { ServerResponse } from "node:http";
-import { ERRORS, type ErrorCode, type StreamEvent } from "@runnel/shared";
-import type { StreamReader } from "./stream-reader.js";
+import { RunnelError, type StreamEvent } from "@runnel/shared";
+import type { ErrorLike } from "./http-errors.js";
+import { raisedError, type StreamReader } from "./stream-reader.js";
 import type { Wire } from "./wire.js";
 
 export interface WriteStreamOptions {
@@ -70,6 +71,9 @@ export function reconnectDelayMs(random: () => number = Math.random): number {
   return 250 + Math.floor(random() * 750);
 }
 
+/** The content type of an error answered before the first byte (an API's own headers come beside it). */
+const JSON_CONTENT = { "content-type": "application/json" };
+
 export function writeStream(options: WriteStreamOptions): OpenStream {
   const { reader, response, wire } = options;
   const extraHeaders = { "x-runnel-stream-id": reader.streamId, ...options.headers };
@@ -113,7 +117,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
       options.onSlowClient?.("paused");
       stuckTimer = setTimeout(() => {
         options.onSlowClient?.("cut");
-        abandon("RUNNEL_ERR_SLOW_CLIENT", `the client read nothing for ${options.stuckClientTimeoutMs} ms`, "client stopped reading");
+        abandon(new RunnelError("RUNNEL_ERR_SLOW_CLIENT", `the client read nothing for ${options.stuckClientTimeoutMs} ms`), "client stopped reading");
         response.destroy();
       }, options.stuckClientTimeoutMs);
       stuckTimer.unref();
@@ -124,37 +128,46 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     }
   }
 
-  /** Ends the response; `closeConnection`: by closing the connection after what was written, without HTTP's end of body. */
-  const finish = (closeConnection = false) => {
-    if (ended) return;
+  /** The stream is over for this response, however it ends: no more timers, no more events. False if it already was. */
+  const stop = () => {
+    if (ended) return false;
     ended = true;
     clearInterval(heartbeat);
     clearTimeout(holdHeaders);
     clearTimeout(waitedHeaders);
     clearTimeout(stuckTimer);
     reader.close();
+    return true;
+  };
+
+  /** Ends the response; `closeConnection`: by closing the connection after what was written, without HTTP's end of body. */
+  const finish = (closeConnection = false) => {
+    if (!stop()) return;
     flush();
     if (closeConnection && response.socket) response.socket.end();
     else response.end();
     options.onEnd();
   };
 
-  /** Ends with an error: the HTTP status before the first byte, an error event after it. */
-  const endWithError = (code: string, message: string, httpStatus: number, seq = 0) => {
+  /** Ends with an error event: the HTTP status and the API's error JSON before the first byte, the event after it. */
+  const endWithError = (event: StreamEvent, error: ErrorLike) => {
     if (!headersSent) {
       headersSent = true;
-      const error = wire.errorResponse(code, message, httpStatus);
-      response.writeHead(error.status, { ...error.headers, ...extraHeaders });
-      response.write(error.body);
+      const answer = wire.errorResponse(error);
+      response.writeHead(answer.status, { ...JSON_CONTENT, ...answer.headers, ...extraHeaders });
+      response.write(JSON.stringify(answer.body));
     } else {
-      write(wire.errorEvent(code, message, httpStatus, seq));
+      write(wire.event(event));
     }
     finish();
   };
 
-  const abandon = (code: ErrorCode, message: string, reason: string) => {
+  /** Ends with an error the ingress raised itself (a slow client, a shutdown). */
+  const endWithRaised = (error: RunnelError) => endWithError(raisedError(reader.streamId, error), error);
+
+  const abandon = (error: RunnelError, reason: string) => {
     if (ended) return;
-    endWithError(code, message, ERRORS[code].httpStatus);
+    endWithRaised(error);
     options.onAbandon(reason, false);
   };
 
@@ -197,13 +210,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
   }
 
   response.on("close", () => {
-    if (ended) return;
-    ended = true;
-    clearInterval(heartbeat);
-    clearTimeout(holdHeaders);
-    clearTimeout(waitedHeaders);
-    clearTimeout(stuckTimer);
-    reader.close();
+    if (!stop()) return;
     options.onEnd();
     // A streaming client may resume (it has the stream id); one waiting for a JSON answer never learned it: cancel at once.
     options.onAbandon("client disconnected", wire.streaming);
@@ -213,7 +220,7 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     if (ended) return;
     const body = event.event;
     if (body?.$case === "error") {
-      endWithError(body.value.code, body.value.message, body.value.httpStatus, event.seq);
+      endWithError(event, body.value);
       return;
     }
     const text = wire.event(event);
@@ -240,17 +247,17 @@ export function writeStream(options: WriteStreamOptions): OpenStream {
     streamId: reader.streamId,
     shutdown() {
       if (ended) return;
-      const message = `the ingress is shutting down; resume from seq ${reader.position} on another replica`;
+      const error = new RunnelError("RUNNEL_ERR_SHUTTING_DOWN", `the ingress is shutting down; resume from seq ${reader.position} on another replica`);
       const reconnect = options.onShutdown === "reconnect" && wire.streaming;
       if (!headersSent && !reconnect) {
         // Nothing sent yet: the HTTP error, and the connection closes after it (Connection: close).
         response.shouldKeepAlive = false;
-        endWithError("RUNNEL_ERR_SHUTTING_DOWN", message, 503);
+        endWithRaised(error);
       } else {
         commitHeaders();
         const hint = wire.reconnectHint(reconnectDelayMs());
         // `reconnect`: the hint alone, an event without data, which dispatches nothing and sets the reconnect delay.
-        write(reconnect ? `${hint}\n` : `${hint}${wire.errorEvent("RUNNEL_ERR_SHUTTING_DOWN", message, 503, 0)}`);
+        write(reconnect ? `${hint}\n` : `${hint}${wire.event(raisedError(reader.streamId, error))}`);
         // Ended by closing the connection: after an HTTP end of body, a client's pool may reuse the
         // connection for its next request (the resume), which would reach this replica as it closes.
         finish(true);

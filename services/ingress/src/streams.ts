@@ -157,6 +157,13 @@ export class StreamService {
     return reader;
   }
 
+  /** A reader of a stream read again from `after` (a resume, a poll): from the log, then live; attached (below). */
+  resume(streamId: string, after: number, via: ResumeVia, onSkippedRoute?: (event: StreamEvent) => void): StreamReader {
+    const reader = this.reader(streamId, after, true, onSkippedRoute);
+    this.attached(streamId, after, via);
+    return reader;
+  }
+
   /** A client reads the stream again from `after`: no pending detach may cancel it, on any replica. */
   attached(streamId: string, after = 0, via: ResumeVia = "sse"): void {
     this.#telemetry.resumed(streamId, after, via);

@@ -1,25 +1,23 @@
 /**
- * How one API frames a stream on an HTTP response: one `Wire` per format
- * (OpenAI SSE, NDJSON and JSON; Anthropic SSE and JSON). The writer
- * (stream-writer.ts) owns everything else: headers, heartbeats, flow
- * control, errors before and after the first byte, abandonment.
+ * How a stream is framed on an HTTP response: a `Wire`. An API's encoder
+ * turns vocabulary events into the API's values (chunk objects, Anthropic
+ * events, error objects) and serialises them to JSON (its one serialiser,
+ * with a fast path for the per-token values); the framers here put that
+ * JSON on a transport: SSE (`sseWire`), NDJSON (`ndjsonWire`), or one JSON
+ * body at the end (`jsonWire`). Each API composes its wires from these
+ * (`openAIWire`, `anthropicWire`). The writer (stream-writer.ts) owns
+ * everything else: headers, heartbeats, flow control, errors before and
+ * after the first byte, abandonment.
  */
-import { openAIErrorBody, type StreamEvent } from "@runnel/shared";
-import { AnthropicStreamEncoder, anthropicError, anthropicErrorBody, errorFrame, MessageAccumulator, PING_FRAME } from "./anthropic-encoder.js";
-import { type ChunkContext, CompletionAccumulator, encodeChunk, endUsageChunk } from "./openai-encoder.js";
-
-export interface ErrorResponse {
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body: string;
-}
+import type { StreamEvent } from "@runnel/shared";
+import type { ErrorLike, ErrorResponse, ErrorShape } from "./http-errors.js";
 
 export interface Wire {
   /** Events are written as they arrive (true), or folded into one body written at the end. */
   readonly streaming: boolean;
   /** Headers of a successful response. */
   readonly headers: Readonly<Record<string, string>>;
-  /** The text of one event ("" writes nothing); a non-streaming wire folds it and returns "". */
+  /** The text of one event, an error event included ("" writes nothing); a non-streaming wire folds it and returns "". */
   event(event: StreamEvent): string;
   /** After `done`: the trailer of a stream (`data: [DONE]`), or the whole body of a non-streaming answer. */
   end(): string;
@@ -31,11 +29,34 @@ export interface Wire {
    * for formats without one. Written when the ingress shuts down mid-stream.
    */
   reconnectHint(delayMs: number): string;
-  /** An error after the first byte; `seq` 0 for errors the ingress raised itself. */
-  errorEvent(code: string, message: string, httpStatus: number, seq: number): string;
-  /** An error before the first byte. */
-  errorResponse(code: string, message: string, httpStatus: number): ErrorResponse;
+  /** An error before the first byte, as the API answers it. */
+  errorResponse(error: ErrorLike): ErrorResponse;
 }
+
+/** An API's stream as values: what one event becomes, and the API's serialiser of a value. */
+export interface StreamEncoding<V> {
+  /** The values of one event, in order (error events included; none for an event that writes nothing). */
+  encode(event: StreamEvent): readonly V[];
+  /** A value's JSON text. */
+  json(value: V): string;
+  /** How the API answers an error before the first byte. */
+  readonly errors: ErrorShape;
+}
+
+/** What SSE needs beside the values. */
+export interface SseEncoding<V> extends StreamEncoding<V> {
+  /** A value's event name (its `event:` line); absent: no name (OpenAI's chunks). */
+  name?(value: V): string;
+  /** Whether the last value of an event carries the event's seq as its SSE id; absent: every event's. Seq 0 never has one. */
+  positioned?(event: StreamEvent): boolean;
+  /** The values a heartbeat writes; absent: an SSE comment. */
+  heartbeat?(): readonly V[];
+  /** Written after `done` (OpenAI's `data: [DONE]`). */
+  readonly trailer?: string;
+}
+
+/** The values of an event that writes nothing. */
+export const NO_VALUES: readonly never[] = Object.freeze([]);
 
 const STREAM_HEADERS = {
   "cache-control": "no-cache, no-transform",
@@ -43,87 +64,82 @@ const STREAM_HEADERS = {
   // Tells nginx and friends not to buffer the stream.
   "x-accel-buffering": "no",
 };
+const SSE_HEADERS = { ...STREAM_HEADERS, "content-type": "text/event-stream; charset=utf-8" };
+const NDJSON_HEADERS = { ...STREAM_HEADERS, "content-type": "application/x-ndjson; charset=utf-8" };
 const JSON_HEADERS = { "content-type": "application/json" };
 
-/** OpenAI chat completions: SSE (`id: <seq>` + chunk, `[DONE]`), NDJSON (a chunk per line) or one `chat.completion`. */
-export function openAIWire(format: "sse" | "ndjson" | "json", context: ChunkContext): Wire {
-  const errorResponse = (code: string, message: string, httpStatus: number): ErrorResponse => ({
-    status: httpStatus || 502,
-    headers: JSON_HEADERS,
-    body: JSON.stringify(openAIErrorBody(code, message)),
-  });
-  if (format === "json") {
-    const accumulator = new CompletionAccumulator(context);
-    return {
-      streaming: false,
-      headers: JSON_HEADERS,
-      event: (event) => {
-        accumulator.add(event);
-        return "";
-      },
-      end: () => JSON.stringify(accumulator.result()),
-      heartbeat: () => "",
-      reconnectHint: () => "",
-      errorEvent: () => "",
-      errorResponse,
-    };
-  }
-  const sse = format === "sse";
-  // Events from the worker carry their seq as the SSE id; events the ingress makes up (seq 0) carry none.
-  const frame = (seq: number, payload: string) => (!sse ? `${payload}\n` : seq > 0 ? `id: ${seq}\ndata: ${payload}\n\n` : `data: ${payload}\n\n`);
+/** SSE comments are ignored by every client. */
+const SSE_HEARTBEAT = ": keep-alive\n\n";
+
+/** One SSE event: `event: <name>` when it has one, `id: <id>` when positive, the data line. The one place SSE events are written. */
+export function sseEvent(data: string, id = 0, name?: string): string {
+  if (name === undefined) return id > 0 ? `id: ${id}\ndata: ${data}\n\n` : `data: ${data}\n\n`;
+  return id > 0 ? `event: ${name}\nid: ${id}\ndata: ${data}\n\n` : `event: ${name}\ndata: ${data}\n\n`;
+}
+
+/** SSE: each value one event, the event's seq as the id of its last value (the position a client resumes from). */
+export function sseWire<V>(encoding: SseEncoding<V>): Wire {
+  const { json, name, positioned } = encoding;
+  const frame = name === undefined ? (value: V, id: number) => sseEvent(json(value), id) : (value: V, id: number) => sseEvent(json(value), id, name(value));
+  const frameAll = (values: readonly V[], id: number) => {
+    let text = "";
+    const last = values.length - 1;
+    for (let index = 0; index <= last; index += 1) text += frame(values[index] as V, index === last ? id : 0);
+    return text;
+  };
   return {
     streaming: true,
-    headers: { ...STREAM_HEADERS, "content-type": sse ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8" },
+    headers: SSE_HEADERS,
     event: (event) => {
-      const payload = encodeChunk(context, event);
-      if (payload === undefined) return "";
-      if (event.event?.$case !== "done") return frame(event.seq, payload);
-      // The finish chunk, then (when the client asked) the usage chunk: OpenAI's order. The done's id goes
-      // on the last of the two, so a client cut between them resumes from before the done and gets both.
-      const usage = endUsageChunk(context, event);
-      return usage === undefined ? frame(event.seq, payload) : `${frame(0, payload)}${frame(event.seq, usage)}`;
+      const values = encoding.encode(event);
+      const id = positioned === undefined || positioned(event) ? event.seq : 0;
+      // One value per event is the per-token case.
+      return values.length === 1 ? frame(values[0] as V, id) : frameAll(values, id);
     },
-    end: () => (sse ? "data: [DONE]\n\n" : ""),
-    // SSE comments are ignored by every client; NDJSON clients skip blank lines.
-    heartbeat: () => (sse ? ": keep-alive\n\n" : "\n"),
-    reconnectHint: (delayMs) => (sse ? `retry: ${delayMs}\n` : ""),
-    errorEvent: (code, message, _httpStatus, seq) => frame(seq, JSON.stringify(openAIErrorBody(code, message))),
-    errorResponse,
+    end: () => encoding.trailer ?? "",
+    heartbeat: () => (encoding.heartbeat ? frameAll(encoding.heartbeat(), 0) : SSE_HEARTBEAT),
+    reconnectHint: (delayMs) => `retry: ${delayMs}\n`,
+    errorResponse: encoding.errors,
   };
 }
 
-/** The Anthropic Messages API: its SSE event sequence with `ping` heartbeats, or one `message`. */
-export function anthropicWire(streaming: boolean, streamId: string, model: string): Wire {
-  const errorResponse = (code: string, message: string, httpStatus: number): ErrorResponse => {
-    const { status, type } = anthropicError(httpStatus);
-    return { status, headers: { ...JSON_HEADERS, "x-runnel-error-code": code }, body: JSON.stringify(anthropicErrorBody(type, message)) };
-  };
-  if (!streaming) {
-    const accumulator = new MessageAccumulator(streamId, model);
-    return {
-      streaming: false,
-      headers: JSON_HEADERS,
-      event: (event) => {
-        accumulator.add(event);
-        return "";
-      },
-      end: () => JSON.stringify(accumulator.result()),
-      heartbeat: () => "",
-      reconnectHint: () => "",
-      errorEvent: () => "",
-      errorResponse,
-    };
-  }
-  const encoder = new AnthropicStreamEncoder(streamId, model);
+/** NDJSON: each value one line; a blank line is the heartbeat (NDJSON clients skip blank lines). */
+export function ndjsonWire<V>(encoding: StreamEncoding<V>): Wire {
   return {
     streaming: true,
-    headers: { ...STREAM_HEADERS, "content-type": "text/event-stream; charset=utf-8" },
-    event: (event) => encoder.encode(event),
+    headers: NDJSON_HEADERS,
+    event: (event) => {
+      const values = encoding.encode(event);
+      if (values.length === 1) return `${encoding.json(values[0] as V)}\n`;
+      let text = "";
+      for (const value of values) text += `${encoding.json(value)}\n`;
+      return text;
+    },
     end: () => "",
-    // A ping comes after message_start, as Anthropic's stream always begins with it.
-    heartbeat: () => `${encoder.start()}${PING_FRAME}`,
-    reconnectHint: (delayMs) => `retry: ${delayMs}\n`,
-    errorEvent: (_code, message, httpStatus, seq) => errorFrame(httpStatus, message, seq),
-    errorResponse,
+    heartbeat: () => "\n",
+    reconnectHint: () => "",
+    errorResponse: encoding.errors,
+  };
+}
+
+/** What folds a stream into one answer. */
+export interface Accumulator {
+  add(event: StreamEvent): void;
+  result(): object;
+}
+
+/** One JSON body, once the stream is done: nothing is written before (no heartbeats, an error is always a status). */
+export function jsonWire(accumulator: Accumulator, errors: ErrorShape): Wire {
+  return {
+    streaming: false,
+    headers: JSON_HEADERS,
+    event: (event) => {
+      accumulator.add(event);
+      return "";
+    },
+    end: () => JSON.stringify(accumulator.result()),
+    heartbeat: () => "",
+    reconnectHint: () => "",
+    errorResponse: errors,
   };
 }

@@ -1,7 +1,8 @@
 /**
  * API keys reload like routes: a key added to runnel.yaml works on the
- * ingress after the control plane's reload, a revoked one stops working,
- * and no restart is needed. The keys reach the ingress in its routing
+ * ingress after the control plane's reload, a revoked one stops working
+ * (also for new requests on a WebSocket opened with it), and no restart is
+ * needed. The keys reach the ingress in its routing
  * snapshot as digests, never the keys themselves; workers get none.
  */
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import { buildControlPlane, ConfigReloader, type ControlPlane } from "@runnel/co
 import { buildIngress, type Ingress } from "@runnel/ingress";
 import { type NatsHandle, startNats } from "@runnel/launcher";
 import { type Bus, ControlPlaneLink, connectNats, controlPlane, createLogger, ensureTopology, loadConfig, type RoutingSnapshot } from "@runnel/shared";
+import WebSocket from "ws";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 const KEY_A = "sk-runnel-key-of-team-a-0001";
@@ -122,4 +124,40 @@ test("the ingress's snapshot carries key digests, never the keys; a worker's car
   assert.equal(ingressJson.includes("sk-provider-secret"), false, "no provider key in the ingress's snapshot");
   assert.equal(forWorker.clientAuth, undefined, "a worker gets no client keys");
   assert.equal(forWorker.providers[0]?.apiKey, "sk-provider-secret");
+});
+
+test("a key revoked from runnel.yaml opens no more streams on a WebSocket already open with it; what runs goes on", async () => {
+  const address = await ingress.app.listen({ host: "127.0.0.1", port: 0 });
+  writeFileSync(path, configText({ "team-a": KEY_A, "team-b": KEY_B }));
+  await until("accepting team-b", async () => (await status(KEY_B)) === 200);
+
+  const socket = new WebSocket(`${address.replace(/^http/, "ws")}/v1/ws`, { headers: { authorization: `Bearer ${KEY_A}` } });
+  const frames: Array<{ type: string; id: unknown; streamId?: string; error?: { code: string } }> = [];
+  socket.on("message", (data) => frames.push(JSON.parse(String(data))));
+  await new Promise<void>((resolve, reject) => {
+    socket.once("open", () => resolve());
+    socket.once("error", reject);
+  });
+  const frameOf = (id: string, type: string) => frames.find((frame) => frame.id === id && frame.type === type);
+  const request = (id: string) => socket.send(JSON.stringify({ type: "request", id, body: { model: "m", messages: [{ role: "user", content: "hi" }] } }));
+
+  request("before");
+  await until("the stream opened before the revoke", async () => frameOf("before", "started") !== undefined);
+
+  writeFileSync(path, configText({ "team-b": KEY_B }));
+  await until("refusing the revoked key", async () => (await status(KEY_A)) === 401);
+  request("after");
+  await until("the request after the revoke answered", async () => frameOf("after", "error") !== undefined || frameOf("after", "started") !== undefined);
+  assert.equal(frameOf("after", "started"), undefined, "no stream opened with the revoked key");
+  const refused = frameOf("after", "error");
+  assert.equal(refused?.error?.code, "RUNNEL_ERR_UNAUTHORIZED");
+  assert.equal(refused?.streamId, undefined);
+  assert.equal(socket.readyState, WebSocket.OPEN, "the socket stays open");
+  assert.equal(frameOf("before", "error"), undefined, "the stream opened before the revoke goes on");
+
+  const closed = new Promise((resolve) => socket.once("close", resolve));
+  socket.close();
+  await closed;
+  writeFileSync(path, configText({ "team-a": KEY_A }));
+  await until("back to team-a alone", async () => (await status(KEY_A)) === 200 && (await status(KEY_B)) === 401);
 });

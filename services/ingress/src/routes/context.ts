@@ -1,5 +1,6 @@
 import type { Logger, RoutingTable, RunnelConfig } from "@runnel/shared";
 import type { Auth } from "../auth.js";
+import type { ErrorShape } from "../http-errors.js";
 import type { OpenStream } from "../stream-writer.js";
 import type { StreamService } from "../streams.js";
 import type { IngressTelemetry, Transport } from "../telemetry.js";
@@ -20,4 +21,11 @@ export interface RouteContext {
   readonly refuseIfClosing: () => void;
   /** Registers an open response (counted as an active stream of `transport`) so shutdown can end it; returns the function to call when it ends. */
   readonly track: (stream: OpenStream, transport: Transport) => () => void;
+}
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** The shape in which the route's errors are answered, Fastify's own included (default: OpenAI's). */
+    errors?: ErrorShape;
+  }
 }

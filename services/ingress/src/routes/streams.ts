@@ -7,9 +7,9 @@
 import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase, withLivePosition } from "@runnel/shared";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
-import { type ChunkContext, encodeChunk, endUsageChunk, followRoute } from "../openai-encoder.js";
-import { type OpenStream, reconnectDelayMs, writeStream } from "../stream-writer.js";
-import { openAIWire } from "../wire.js";
+import { encodeChunk, endUsageChunk, followRoute, openAIWire, resumedChunkContext } from "../openai-encoder.js";
+import { serveStream } from "../serve.js";
+import { reconnectDelayMs } from "../stream-writer.js";
 import type { RouteContext } from "./context.js";
 
 const PHASE_NAMES: Record<number, string> = {
@@ -63,15 +63,6 @@ function statusBody(streamId: string, record: StoredRecord | undefined) {
   };
 }
 
-/** The `chat.completion.chunk` context of a stream being resumed. */
-function chunkContext(streamId: string, record: StoredRecord | undefined): ChunkContext {
-  return {
-    id: `chatcmpl-${streamId}`,
-    created: Math.floor((record?.state.createdAtMs ?? Date.now()) / 1000),
-    model: record?.state.model ?? "",
-  };
-}
-
 export function registerStreamRoutes(app: FastifyInstance, context: RouteContext): void {
   const authorize = async (request: FastifyRequest, token: string | undefined) => {
     const streamId = streamIdParam(request);
@@ -114,32 +105,16 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
       // Nothing after the end: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
-    const chunks = chunkContext(streamId, record);
-    const reader = context.streams.reader(streamId, after, true, (event) => followRoute(chunks, event));
-    context.streams.attached(streamId, after, "sse");
+    const chunks = resumedChunkContext(streamId, record);
+    const reader = context.streams.resume(streamId, after, "sse", (event) => followRoute(chunks, event));
     request.log.info({ stream_id: streamId, after }, "stream resumed");
-    reply.hijack();
-    let untrack: () => void = () => {};
-    let ended = false;
-    const handle: OpenStream = writeStream({
+    return serveStream(context, reply, {
       reader,
-      response: reply.raw,
       wire: openAIWire("sse", chunks),
-      heartbeatIntervalMs: context.options.heartbeatInterval,
-      maxBufferBytes: context.options.maxClientBufferBytes,
-      stuckClientTimeoutMs: context.options.stuckClientTimeout,
-      onSlowClient: (kind) => context.telemetry.slowClient("sse", kind),
-      onAbandon: (reason, detach) => context.streams.abandoned(streamId, reason, detach),
+      transport: "sse",
       // EventSource reconnects by itself (with Last-Event-ID) after a clean end; an error event would only stop it.
       onShutdown: "reconnect",
-      onEnd: () => {
-        ended = true;
-        untrack();
-      },
     });
-    untrack = context.track(handle, "sse");
-    if (ended) untrack();
-    return reply;
   });
 
   app.get("/v1/streams/:id/deltas", async (request) => {
@@ -148,9 +123,8 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const { streamId, record } = await authorize(request, query.token);
     const endedAt = await context.streams.endedAt(streamId, record);
     if (endedAt !== undefined && query.after >= endedAt) return { events: [], next: query.after, done: true };
-    const chunks = chunkContext(streamId, record);
-    const reader = context.streams.reader(streamId, query.after, true, (event) => followRoute(chunks, event));
-    context.streams.attached(streamId, query.after, "deltas");
+    const chunks = resumedChunkContext(streamId, record);
+    const reader = context.streams.resume(streamId, query.after, "deltas", (event) => followRoute(chunks, event));
     const events: unknown[] = [];
     let next = query.after;
     let done = false;
@@ -160,15 +134,13 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
         reader.pause();
         return;
       }
-      const encoded = encodeChunk(chunks, event);
+      // The encoder's values as they are: the answer is serialised once, with the rest of it.
+      const value = encodeChunk(chunks, event);
       const body = event.event;
-      if (encoded !== undefined) {
-        const payload = JSON.parse(encoded) as object;
-        events.push(body?.$case === "error" ? { seq: event.seq, ...payload } : { seq: event.seq, chunk: payload });
-      }
+      if (value !== undefined) events.push(body?.$case === "error" ? { seq: event.seq, ...value } : { seq: event.seq, chunk: value });
       // After the finish chunk, the usage chunk (when the stream has usage), as on SSE.
       const usage = endUsageChunk(chunks, event);
-      if (usage !== undefined) events.push({ seq: event.seq, chunk: JSON.parse(usage) as object });
+      if (usage !== undefined) events.push({ seq: event.seq, chunk: usage });
       if (event.seq > 0) next = event.seq;
       if (body?.$case === "done" || body?.$case === "error") done = true;
       wake?.();
