@@ -10,7 +10,7 @@
  *   SIGTERM stop every process it started, and the temporary NATS store.
  */
 import { isAbsolute, resolve } from "node:path";
-import { loadConfig } from "@runnel/shared";
+import { loadConfig } from "@runnel/shared/contracts";
 import { type NatsHandle, startNats } from "./nats.js";
 import { type Stack, startStack } from "./stack.js";
 import { type JaegerBuild, startTraces, type Traces } from "./traces.js";

@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { context } from "@opentelemetry/api";
-import { CancelStreamRequest, type StreamState } from "./gen/runnel/v1/control_plane.js";
+import { CancelStreamRequest, type StreamState } from "./gen/runnel/v1/control_plane_types.js";
 import { StreamPhase, type StreamRecords } from "./stream-records.js";
 import { CANCEL_SUBJECT_TEMPLATE, cancelSubject } from "./subjects.js";
 import { startPublishSpan, traceHeaders } from "./tracing.js";

@@ -24,7 +24,7 @@ import {
   type WorkerHeartbeat,
   type WorkerHello,
   WorkerServiceClient,
-} from "./gen/runnel/v1/control_plane.js";
+} from "./control-plane-api.js";
 import type { Logger } from "./logger.js";
 
 /**

@@ -5,7 +5,7 @@
  * reaches it; no responder means no live worker has that id.
  */
 import { type NatsConnection, NoRespondersError, RequestError, type Subscription } from "@nats-io/nats-core";
-import { DrainWorkerRequest, DrainWorkerResponse } from "./gen/runnel/v1/control_plane.js";
+import { DrainWorkerRequest, DrainWorkerResponse } from "./gen/runnel/v1/control_plane_types.js";
 import { drainSubject } from "./subjects.js";
 
 /** Asks a worker to drain. True once the worker acknowledged it, false when no worker listens under that id. */

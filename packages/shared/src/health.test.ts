@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { ProviderSpec } from "./gen/runnel/v1/control_plane.js";
+import type { ProviderSpec } from "./gen/runnel/v1/control_plane_types.js";
 import {
   CircuitBreaker,
   CircuitState,

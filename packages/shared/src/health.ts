@@ -9,7 +9,7 @@
  * breaker, and a 429 cooldown. Per provider: requests and tokens in the last
  * minute, for the budgets.
  */
-import { CircuitState, OutcomeKind, type ProviderSpec, type RouteOutcome, type RouteStatus } from "./gen/runnel/v1/control_plane.js";
+import { CircuitState, OutcomeKind, type ProviderSpec, type RouteOutcome, type RouteStatus } from "./gen/runnel/v1/control_plane_types.js";
 import type { Route } from "./gen/runnel/v1/stream.js";
 
 export { CircuitState, OutcomeKind, type RouteOutcome, type RouteStatus };

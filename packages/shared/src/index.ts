@@ -1,23 +1,13 @@
-/** @runnel/shared: the vocabulary, contracts, config, errors and bus/gRPC helpers every service uses. */
-export * from "./bus.js";
-export * from "./cancel.js";
-export * from "./config.js";
-export * from "./control-plane-link.js";
-export * from "./drain.js";
-export * from "./errors.js";
-export * from "./event-log.js";
-export * from "./events.js";
-export * as controlPlane from "./gen/runnel/v1/control_plane.js";
-export * from "./health.js";
-export * from "./ids.js";
-export * from "./lifecycle.js";
-export * from "./logger.js";
-export * from "./metrics.js";
-export * from "./nats-writes.js";
-export * from "./request-bodies.js";
-export * from "./routing.js";
+/**
+ * @runnel/shared: everything the services share, as three surfaces that
+ * can also be imported alone: `@runnel/shared/contracts` (the vocabulary,
+ * errors, bus names, generated messages, the config schema: no I/O),
+ * `@runnel/shared/domain` (routing, health, the rules of a stream's log:
+ * no I/O) and `@runnel/shared/runtime` (NATS, gRPC, telemetry, logs, start
+ * and stop). The root adds the control plane's gRPC services to the
+ * `controlPlane` namespace.
+ */
+export * from "./contracts.js";
+export * as controlPlane from "./control-plane-api.js";
+export * from "./domain.js";
 export * from "./runtime.js";
-export * from "./stream-fold.js";
-export * from "./stream-records.js";
-export * from "./subjects.js";
-export * from "./tracing.js";

@@ -16,7 +16,7 @@ import { createNoopMeter, type Meter } from "@opentelemetry/api";
 import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
-import { CircuitState, type RouteStatus } from "./gen/runnel/v1/control_plane.js";
+import { CircuitState, type RouteStatus } from "./gen/runnel/v1/control_plane_types.js";
 
 export type { Meter };
 

@@ -4,7 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import type { RunnelConfig } from "./config.js";
-import { type ClientAuth, type ModelSpec, type ProviderSpec, type RouteSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane.js";
+import { type ClientAuth, type ModelSpec, type ProviderSpec, type RouteSpec, RoutingSnapshot } from "./gen/runnel/v1/control_plane_types.js";
 import type { ChatRequest, Route } from "./gen/runnel/v1/stream.js";
 
 export type { ClientAuth, ModelSpec, ProviderSpec, RouteSpec };

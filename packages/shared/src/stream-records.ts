@@ -7,18 +7,11 @@
 import type { KV } from "@nats-io/kv";
 import { isRevisionConflict } from "./bus.js";
 import type { EventLog } from "./event-log.js";
-import { StreamPhase, StreamState } from "./gen/runnel/v1/control_plane.js";
+import { StreamPhase, StreamState } from "./gen/runnel/v1/control_plane_types.js";
+import type { StoredRecord } from "./stream-state.js";
+import { isTerminalPhase } from "./stream-state.js";
 
-export { StreamPhase, StreamState };
-
-export interface StoredRecord {
-  readonly state: StreamState;
-  readonly revision: number;
-}
-
-export function isTerminalPhase(phase: StreamPhase): boolean {
-  return phase === StreamPhase.STREAM_PHASE_DONE || phase === StreamPhase.STREAM_PHASE_FAILED || phase === StreamPhase.STREAM_PHASE_CANCELLED;
-}
+export { isTerminalPhase, type StoredRecord, StreamPhase, StreamState };
 
 export type ClaimResult = { claimed: true; record: StoredRecord } | { claimed: false; existing: StoredRecord };
 

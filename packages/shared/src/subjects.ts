@@ -79,6 +79,11 @@ export const WORKERS_BUCKET = "runnel_workers";
  */
 export const ATTACHED_SUBJECTS = "runnel.ctl.attached.*";
 
+/** Subject on which an ingress says stream `streamId` has a reader again (ends other replicas' detach timers). */
+export function attachedSubject(streamId: string): string {
+  return `runnel.ctl.attached.${streamId}`;
+}
+
 /**
  * Core NATS request subject every ingress with the console answers with the
  * transports of the streams it serves (JSON `{ "<stream id>": "sse", … }`), so

@@ -9,7 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
-import { controlPlane, parseDuration } from "@runnel/shared";
+import { controlPlane, parseDuration } from "@runnel/shared/contracts";
 
 const { StreamPhase, CircuitState } = controlPlane;
 

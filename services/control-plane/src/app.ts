@@ -15,22 +15,10 @@ import { fileURLToPath } from "node:url";
 import { Server, ServerCredentials, type ServerDuplexStream, type ServerWritableStream, type ServiceError, status } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
-import {
-  type Bus,
-  cancelStream,
-  controlPlane,
-  EventLog,
-  HEALTH_OUTCOMES_SUBJECT,
-  HealthBook,
-  type Logger,
-  type RunnelConfig,
-  redactForIngress,
-  redactForWorker,
-  requestDrain,
-  StreamPhase,
-  StreamRecords,
-  withLivePosition,
-} from "@runnel/shared";
+import { controlPlane } from "@runnel/shared";
+import { HEALTH_OUTCOMES_SUBJECT, type RunnelConfig, StreamPhase } from "@runnel/shared/contracts";
+import { HealthBook, redactForIngress, redactForWorker } from "@runnel/shared/domain";
+import { type Bus, cancelStream, EventLog, type Logger, requestDrain, StreamRecords, withLivePosition } from "@runnel/shared/runtime";
 import { HealthImplementation } from "grpc-health-check";
 import { grpcError, serviceError } from "./grpc-errors.js";
 import { healthSettingsFrom, providerStatus } from "./provider-status.js";
@@ -219,7 +207,7 @@ export function buildControlPlane(deps: ControlPlaneDeps): ControlPlane {
   const grpcHealth = new HealthImplementation({ "": "NOT_SERVING" });
   grpcHealth.addToServer(server);
   const reflection = new ReflectionService(
-    loadSync(["runnel/v1/control_plane.proto", "runnel/v1/stream.proto"], { includeDirs: [PROTO_ROOT], keepCase: true }),
+    loadSync(["runnel/v1/control_plane.proto", "runnel/v1/control_plane_types.proto", "runnel/v1/stream.proto"], { includeDirs: [PROTO_ROOT], keepCase: true }),
   );
   reflection.addToServer(server);
 

@@ -5,7 +5,7 @@
  * calling the control plane's StreamAdminService on any replica. `runnel
  * --help` lists the commands; admin-cli.ts has the logic.
  */
-import { ControlPlaneLink, createLogger } from "@runnel/shared";
+import { ControlPlaneLink, createLogger } from "@runnel/shared/runtime";
 import { EXIT_USAGE, parseInvocation, runCommand, USAGE, UsageError } from "./admin-cli.js";
 
 function write(stream: NodeJS.WriteStream, text: string): Promise<void> {

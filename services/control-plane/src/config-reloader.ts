@@ -14,7 +14,8 @@
  */
 import { type FSWatcher, readFileSync, watch } from "node:fs";
 import { basename, dirname } from "node:path";
-import { ConfigError, type Logger, type RunnelConfig } from "@runnel/shared";
+import { ConfigError, type RunnelConfig } from "@runnel/shared/contracts";
+import type { Logger } from "@runnel/shared/runtime";
 import type { SnapshotStore } from "./snapshot-store.js";
 
 export type ReloadResult =

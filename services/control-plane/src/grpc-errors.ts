@@ -4,7 +4,8 @@
  * anything); `grpcError` maps it.
  */
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
-import { type Logger, RunnelError } from "@runnel/shared";
+import { RunnelError } from "@runnel/shared/contracts";
+import type { Logger } from "@runnel/shared/runtime";
 
 /** A gRPC status with its details. */
 export function serviceError(code: status, details: string): ServiceError {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** Control plane entry point: build from the runtime, listen, reload on SIGHUP or a file change, shut down. */
-import { observeRouteHealth, runService } from "@runnel/shared";
+import { observeRouteHealth, runService } from "@runnel/shared/runtime";
 import { buildControlPlane } from "./app.js";
 import { ConfigReloader } from "./config-reloader.js";
 

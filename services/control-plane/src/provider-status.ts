@@ -4,7 +4,8 @@
  * and the live workers from the shared presence. Every replica folds the
  * same feed and reads the same presence, so every replica answers the same.
  */
-import { CircuitState, type controlPlane, healthSettings, type ProviderHealthSettings, type RouteStatus, routeKey } from "@runnel/shared";
+import type { controlPlane } from "@runnel/shared/contracts";
+import { CircuitState, healthSettings, type ProviderHealthSettings, type RouteStatus, routeKey } from "@runnel/shared/domain";
 import { inFlightByProvider, type PresenceEntry, workerStatus } from "./worker-presence.js";
 
 /** A provider's breaker and budget settings as a snapshot gives them (defaults for an unknown provider). */

@@ -5,7 +5,8 @@
  * a client that moves between replicas sees no spurious change.
  */
 import { createHash } from "node:crypto";
-import { buildSnapshot, RoutingSnapshot, type RunnelConfig } from "@runnel/shared";
+import type { RunnelConfig } from "@runnel/shared/contracts";
+import { buildSnapshot, RoutingSnapshot } from "@runnel/shared/domain";
 
 type Listener = (snapshot: RoutingSnapshot) => void;
 

@@ -8,7 +8,8 @@
  * younger than `expireAfterMs` (a few heartbeat intervals, by the NATS
  * server's clock); the bucket's TTL collects what is left behind.
  */
-import { type Bus, controlPlane, type KV, type Logger, WORKERS_BUCKET } from "@runnel/shared";
+import { controlPlane, WORKERS_BUCKET } from "@runnel/shared/contracts";
+import type { Bus, KV, Logger } from "@runnel/shared/runtime";
 
 type WorkerHeartbeat = controlPlane.WorkerHeartbeat;
 type WorkerStatus = controlPlane.WorkerStatus;

@@ -17,7 +17,7 @@
  * Our `inputTokens` counts cache reads, as OpenAI's `prompt_tokens` does;
  * Anthropic's `input_tokens` does not, so they are reported apart.
  */
-import { FailoverMode, FinishReason, failoverJson, type StreamEvent, type Usage } from "@runnel/shared";
+import { FailoverMode, FinishReason, failoverJson, type StreamEvent, type Usage } from "@runnel/shared/contracts";
 import type { ErrorShape } from "./http-errors.js";
 import { jsonWire, sseWire, type Wire } from "./wire.js";
 

@@ -10,7 +10,7 @@
  * on the OpenAI route. What no provider could be given is refused with the
  * field named: server tools, `document` blocks, a block in the wrong turn.
  */
-import { type ChatMessage, type ChatRequest, type ContentPart, RunnelError } from "@runnel/shared";
+import { type ChatMessage, type ChatRequest, type ContentPart, RunnelError } from "@runnel/shared/contracts";
 import { type core, z } from "zod";
 import type { RequestApi } from "./api.js";
 

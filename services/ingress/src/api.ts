@@ -4,7 +4,7 @@
  * (the wire its streams are written in) and its error shape (http-errors.ts);
  * its route puts the three together with `openStream` and `serveStream`.
  */
-import type { ChatRequest } from "@runnel/shared";
+import type { ChatRequest } from "@runnel/shared/contracts";
 
 /** What a request parser makes of a body: enough to open and serve the stream. */
 export interface ParsedRequest {

@@ -10,21 +10,18 @@
 
 import type { IncomingMessage } from "node:http";
 import { registerConsole } from "@runnel/console";
+import { controlPlane, openAIErrorBody, type RunnelConfig, RunnelError } from "@runnel/shared/contracts";
+import { RoutingTable } from "@runnel/shared/domain";
 import {
   type Bus,
   type ControlPlaneLink,
-  controlPlane,
   type Logger,
   type Metrics,
   noopMeter,
-  openAIErrorBody,
   PROMETHEUS_CONTENT_TYPE,
-  RoutingTable,
-  type RunnelConfig,
-  RunnelError,
   StreamRecords,
   setHttpRoute,
-} from "@runnel/shared";
+} from "@runnel/shared/runtime";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from "fastify";
 import { Auth } from "./auth.js";
 import { ConsoleFeed } from "./console-feed.js";

@@ -14,7 +14,8 @@
  * EventSource cannot send headers).
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { apiKeyDigest, type ClientAuth, RunnelError } from "@runnel/shared";
+import { RunnelError } from "@runnel/shared/contracts";
+import { apiKeyDigest, type ClientAuth } from "@runnel/shared/domain";
 
 export interface AuthOptions {
   /** Signs resume tokens; the same on every replica. Absent: a random one (tokens work on this replica only). */

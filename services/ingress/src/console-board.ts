@@ -12,7 +12,7 @@
  * kept) and `maxTimeline` entries per row.
  */
 import type { PhaseName, StreamRow, TimelineEntry, TimelineKind } from "@runnel/console";
-import { failoverJson, isTerminalPhase, openAIFinishReason, type StreamEvent, StreamPhase, type StreamState } from "@runnel/shared";
+import { failoverJson, isTerminalPhase, openAIFinishReason, type StreamEvent, StreamPhase, type StreamState } from "@runnel/shared/contracts";
 
 export interface BoardOptions {
   /** How long a finished stream stays listed. */

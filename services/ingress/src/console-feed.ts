@@ -14,17 +14,9 @@
  * paid only then. The board it feeds is bounded (console-board.ts).
  */
 import type { FeedRoutes, FeedStreams, RouteRow } from "@runnel/console";
-import {
-  ATTACHED_SUBJECTS,
-  type Bus,
-  CircuitState,
-  CONSOLE_TRANSPORTS_SUBJECT,
-  type ControlPlaneLink,
-  decodeEvent,
-  EVENTS_SUBJECTS,
-  type Logger,
-  StreamState,
-} from "@runnel/shared";
+import { ATTACHED_SUBJECTS, CONSOLE_TRANSPORTS_SUBJECT, decodeEvent, EVENTS_SUBJECTS, StreamState } from "@runnel/shared/contracts";
+import { CircuitState } from "@runnel/shared/domain";
+import type { Bus, ControlPlaneLink, Logger } from "@runnel/shared/runtime";
 import { type BoardOptions, ConsoleBoard } from "./console-board.js";
 import type { Transport } from "./telemetry.js";
 

@@ -5,7 +5,7 @@
  * which an API answers one (`ErrorShape`). The mapping is written once; each
  * API only renders: OpenAI's error JSON here, Anthropic's beside its encoder.
  */
-import { openAIErrorBody, RunnelError, toRunnelError } from "@runnel/shared";
+import { openAIErrorBody, RunnelError, toRunnelError } from "@runnel/shared/contracts";
 
 /** An error as an API renders it: a RunnelError (with the field at fault) or a stream's error event. */
 export interface ErrorLike {

@@ -1,5 +1,6 @@
 /** Builds the job the ingress queues for a new stream: one place for every API and transport. */
-import { affinityKeyFor, type ChatRequest, type Job, type RoutingTable } from "@runnel/shared";
+import type { ChatRequest, Job } from "@runnel/shared/contracts";
+import { affinityKeyFor, type RoutingTable } from "@runnel/shared/domain";
 
 /** The header a client sets to keep a conversation on one route (the `affinity` strategy). */
 export const SESSION_HEADER = "x-runnel-session-id";

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** Ingress entry point: build from the runtime, listen, shut down (out of rotation first). */
-import { ControlPlaneLink, runService } from "@runnel/shared";
+import { ControlPlaneLink, runService } from "@runnel/shared/runtime";
 import { buildIngress } from "./app.js";
 
 await runService("ingress", async ({ runtime, log, metrics, bus }) => {

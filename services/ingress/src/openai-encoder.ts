@@ -4,16 +4,9 @@
  * every transport that carries chunks (SSE, NDJSON, long-poll, WebSocket);
  * `ChunkJson` is the one place its values become JSON text. Pure.
  */
-import {
-  FailoverMode,
-  failoverJson,
-  type OpenAIErrorBody,
-  openAIErrorBody,
-  openAIFinishReason,
-  type StoredRecord,
-  type StreamEvent,
-  type Usage,
-} from "@runnel/shared";
+
+import type { StoredRecord } from "@runnel/shared/contracts";
+import { FailoverMode, failoverJson, type OpenAIErrorBody, openAIErrorBody, openAIFinishReason, type StreamEvent, type Usage } from "@runnel/shared/contracts";
 import { openAIErrors } from "./http-errors.js";
 import { jsonWire, NO_VALUES, ndjsonWire, type StreamEncoding, sseWire, type Wire } from "./wire.js";
 

@@ -2,7 +2,7 @@
  * The OpenAI chat completions request: validated with a schema and mapped
  * onto the normalised ChatRequest. Pure.
  */
-import { type ChatMessage, type ChatRequest, RunnelError } from "@runnel/shared";
+import { type ChatMessage, type ChatRequest, RunnelError } from "@runnel/shared/contracts";
 import { z } from "zod";
 import type { RequestApi } from "./api.js";
 

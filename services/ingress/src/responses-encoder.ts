@@ -24,7 +24,7 @@
  * with `startingAfter: N` encodes from seq 1 and returns only those. It has
  * to start from seq 1 in any case: the `done` events repeat the whole text.
  */
-import { ERRORS, type Failover, FailoverMode, FinishReason, failoverJson, isErrorCode, type StreamEvent, type Usage } from "@runnel/shared";
+import { ERRORS, type Failover, FailoverMode, FinishReason, failoverJson, isErrorCode, type StreamEvent, type Usage } from "@runnel/shared/contracts";
 
 /** The request's settings a Response object repeats (responses-request.ts `responseEcho` builds it). Plain JSON. */
 export interface ResponseEcho {

@@ -21,7 +21,7 @@
  * `prompt`, `truncation: "auto"`, `top_logprobs` above 0, `allowed_tools`
  * and hosted-tool `tool_choice`s.
  */
-import { type ChatMessage, type ChatRequest, type ContentPart, RunnelError, type ToolCall } from "@runnel/shared";
+import { type ChatMessage, type ChatRequest, type ContentPart, RunnelError, type ToolCall } from "@runnel/shared/contracts";
 import { type core, z } from "zod";
 import type { ResponseEcho } from "./responses-encoder.js";
 

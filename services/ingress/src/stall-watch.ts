@@ -4,7 +4,7 @@
  * been quiet for a while is looked up in the KV records, and it is ended
  * only when the record says nobody is working on it any more.
  */
-import { type ErrorCode, isTerminalPhase, StreamPhase, type StreamState } from "@runnel/shared";
+import { type ErrorCode, isTerminalPhase, StreamPhase, type StreamState } from "@runnel/shared/contracts";
 
 export interface StallPolicy {
   /** A stream quiet this long gets its record checked. */

@@ -3,7 +3,8 @@
  * local reader of that stream (the client that opened it, resumed clients,
  * pollers). Each event is decoded once.
  */
-import { decodeEvent, type NatsConnection, ProviderWaiting, type StreamEvent, streamSubjects } from "@runnel/shared";
+import { decodeEvent, ProviderWaiting, type StreamEvent, streamSubjects } from "@runnel/shared/contracts";
+import type { NatsConnection } from "@runnel/shared/runtime";
 
 export interface LiveListener {
   onLive(event: StreamEvent): void;

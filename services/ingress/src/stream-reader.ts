@@ -9,8 +9,8 @@
  * an error the ingress raises itself (seq 0, framed without an SSE id).
  */
 
-import type { EventLog, LogBatch, LogCursor } from "@runnel/shared";
-import { type ErrorCode, errorEvent, isTerminal, RunnelError, type StreamEvent } from "@runnel/shared";
+import { type ErrorCode, errorEvent, isTerminal, RunnelError, type StreamEvent } from "@runnel/shared/contracts";
+import type { EventLog, LogBatch, LogCursor } from "@runnel/shared/runtime";
 import type { LiveListener, StreamHub } from "./stream-hub.js";
 
 export type EventSink = (event: StreamEvent) => void;

@@ -11,7 +11,7 @@
  * (a disconnect may still resume; other reasons cancel at once).
  */
 import type { ServerResponse } from "node:http";
-import { RunnelError, type StreamEvent } from "@runnel/shared";
+import { RunnelError, type StreamEvent } from "@runnel/shared/contracts";
 import type { ErrorLike } from "./http-errors.js";
 import { raisedError, type StreamReader } from "./stream-reader.js";
 import type { Wire } from "./wire.js";

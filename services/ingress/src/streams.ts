@@ -6,29 +6,33 @@
  */
 import { context } from "@opentelemetry/api";
 import {
+  ATTACHED_SUBJECTS,
+  attachedSubject,
+  isTerminal,
+  isTerminalPhase,
+  JOBS_SUBJECT,
+  type Job,
+  type RunnelConfig,
+  RunnelError,
+  type StoredRecord,
+  type StreamEvent,
+} from "@runnel/shared/contracts";
+import {
   type Bus,
   type ControlPlaneLink,
   cancelStream,
   deleteRequest,
   EventLog,
   encodeJobForQueue,
-  isTerminal,
-  isTerminalPhase,
-  JOBS_SUBJECT,
-  type Job,
   type Logger,
   noopMeter,
   RunnelAttributes,
-  type RunnelConfig,
-  RunnelError,
   recordFailure,
   recordingSpan,
-  type StoredRecord,
-  type StreamEvent,
   type StreamRecords,
   startPublishSpan,
   traceContextMap,
-} from "@runnel/shared";
+} from "@runnel/shared/runtime";
 import type { Auth } from "./auth.js";
 import { judgeQuietStream, type StallPolicy } from "./stall-watch.js";
 import { StreamHub } from "./stream-hub.js";
@@ -36,8 +40,6 @@ import { StreamReader } from "./stream-reader.js";
 import { IngressTelemetry, type ResumeVia } from "./telemetry.js";
 
 /** Subject on which an ingress says a stream has a reader again (ends other replicas' detach timers). */
-const ATTACHED_SUBJECTS = "runnel.ctl.attached.*";
-const attachedSubject = (streamId: string) => `runnel.ctl.attached.${streamId}`;
 
 export interface StreamServiceDeps {
   readonly bus: Bus;

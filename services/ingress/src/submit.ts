@@ -6,7 +6,8 @@
  * the model. Then the job is built (session, client trace context) and the
  * stream opened: its live feed joined, the job submitted.
  */
-import { type Job, newStreamId, RunnelError } from "@runnel/shared";
+import { type Job, RunnelError } from "@runnel/shared/contracts";
+import { newStreamId } from "@runnel/shared/domain";
 import type { ParsedRequest, RequestApi } from "./api.js";
 import { buildJob, clientTraceContext, sessionFrom } from "./job.js";
 import type { RouteContext } from "./routes/context.js";

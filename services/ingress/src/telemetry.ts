@@ -13,7 +13,8 @@
  * figure is (the trace).
  */
 import type { Span } from "@opentelemetry/api";
-import { Buckets, type Meter, RunnelAttributes, recordingSpan } from "@runnel/shared";
+import { JOBS_SUBJECT } from "@runnel/shared/contracts";
+import { Buckets, type Meter, RunnelAttributes, recordingSpan } from "@runnel/shared/runtime";
 
 /** How a client reads a stream. */
 export type Transport = "sse" | "ndjson" | "json" | "websocket";
@@ -76,7 +77,7 @@ export class IngressTelemetry {
     this.#publishDuration.record(seconds, {
       "messaging.system": "nats",
       "messaging.operation.name": "publish",
-      "messaging.destination.name": "runnel.jobs.submit",
+      "messaging.destination.name": JOBS_SUBJECT,
       ...(errorType ? { "error.type": errorType } : {}),
     });
   }

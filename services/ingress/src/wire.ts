@@ -9,7 +9,7 @@
  * everything else: headers, heartbeats, flow control, errors before and
  * after the first byte, abandonment.
  */
-import type { StreamEvent } from "@runnel/shared";
+import type { StreamEvent } from "@runnel/shared/contracts";
 import type { ErrorLike, ErrorResponse, ErrorShape } from "./http-errors.js";
 
 export interface Wire {

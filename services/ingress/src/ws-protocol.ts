@@ -18,7 +18,7 @@
  * Pure: the socket, its streams and its flow control are ws-session.ts and
  * ws-flow-control.ts.
  */
-import { type OpenAIErrorBody, openAIErrorBody, openAIFinishReason, type RunnelError, type StreamEvent } from "@runnel/shared";
+import { type OpenAIErrorBody, openAIErrorBody, openAIFinishReason, type RunnelError, type StreamEvent } from "@runnel/shared/contracts";
 import { z } from "zod";
 import { type ChatCompletionChunk, type ChunkContext, ChunkJson, doneUsage, encodeChunk, type OpenAIUsage, openAIUsage } from "./openai-encoder.js";
 

@@ -7,7 +7,9 @@
  * resumed; one the server closes for a stuck client cancels them; one closed
  * for a restart (1012) leaves them for the client to resume elsewhere.
  */
-import { isValidStreamId, RunnelError, type StoredRecord, toRunnelError } from "@runnel/shared";
+
+import type { StoredRecord } from "@runnel/shared/contracts";
+import { isValidStreamId, RunnelError, toRunnelError } from "@runnel/shared/contracts";
 import type { RawData, WebSocket } from "ws";
 import type { ParsedRequest } from "./api.js";
 import { bodyTooLarge } from "./http-errors.js";

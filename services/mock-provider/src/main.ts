@@ -3,7 +3,7 @@
  * Runs the mock provider as a process: settings from the environment, one
  * JSON log line when listening, a clean close on SIGTERM/SIGINT.
  */
-import { createLogger, exitOnStartupError, onShutdownSignal } from "@runnel/shared";
+import { createLogger, exitOnStartupError, onShutdownSignal } from "@runnel/shared/runtime";
 import { buildMockProvider } from "./app.js";
 import { loadMockConfig, type MockConfig } from "./config.js";
 

@@ -7,24 +7,19 @@
  * health feed (health-feed.ts).
  */
 import { context } from "@opentelemetry/api";
+import { controlPlane, decodeJob, JOBS_CONSUMER, JOBS_SUBJECT } from "@runnel/shared/contracts";
+import { HealthBook, healthSettings, RoutingTable } from "@runnel/shared/domain";
 import {
   type Bus,
   type ControlPlaneLink,
-  controlPlane,
-  decodeJob,
   extractContext,
-  HealthBook,
-  healthSettings,
-  JOBS_CONSUMER,
-  JOBS_SUBJECT,
   type JsMsg,
   type Logger,
-  RoutingTable,
   RunnelAttributes,
   recordFailure,
   StreamRecords,
   startProcessSpan,
-} from "@runnel/shared";
+} from "@runnel/shared/runtime";
 import { listenForOrders } from "./control-orders.js";
 import { EventPublisher } from "./event-publisher.js";
 import { HealthFeed } from "./health-feed.js";

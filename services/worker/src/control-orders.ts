@@ -6,7 +6,8 @@
  * throw there would end nats.js's read loop for the whole connection).
  */
 import type { MsgHdrs } from "@nats-io/nats-core";
-import { type Bus, CANCEL_SUBJECT_TEMPLATE, cancelSubject, controlPlane, type Logger, processMessage, RunnelAttributes, serveDrain } from "@runnel/shared";
+import { CANCEL_SUBJECT_TEMPLATE, cancelSubject, controlPlane } from "@runnel/shared/contracts";
+import { type Bus, type Logger, processMessage, RunnelAttributes, serveDrain } from "@runnel/shared/runtime";
 
 export interface OrderHandlers {
   /** Cancels a stream this worker runs; false when it runs no such stream. */

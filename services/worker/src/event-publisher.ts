@@ -10,7 +10,7 @@
  * promise per event.
  */
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
-import { encodeEvent, eventsSubject, RunnelError, type StreamEvent } from "@runnel/shared";
+import { encodeEvent, eventsSubject, RunnelError, type StreamEvent } from "@runnel/shared/contracts";
 
 /** How long a stream waits for the log to acknowledge anything before it fails. */
 const STALLED_MS = 10_000;

@@ -5,7 +5,9 @@
  * worker's outcome is folded in as it arrives. docs/routing.md has what the
  * book keeps.
  */
-import { type Bus, controlPlane, HEALTH_OUTCOMES_SUBJECT, type HealthBook, type Logger, OutcomeKind, routeKey } from "@runnel/shared";
+import { controlPlane, HEALTH_OUTCOMES_SUBJECT } from "@runnel/shared/contracts";
+import { type HealthBook, OutcomeKind, routeKey } from "@runnel/shared/domain";
+import type { Bus, Logger } from "@runnel/shared/runtime";
 import type { OutcomeReport } from "./route-runner.js";
 
 export class HealthFeed {

@@ -4,7 +4,8 @@
  * than the free slots, each job handed to `onJob`; and putting a handed-off
  * job back for another worker. A drain withdraws the waiting pulls at once.
  */
-import { type Bus, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT, type JsMsg, type Logger } from "@runnel/shared";
+import { JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT } from "@runnel/shared/contracts";
+import type { Bus, JsMsg, Logger } from "@runnel/shared/runtime";
 
 type JobConsumer = Awaited<ReturnType<Bus["js"]["consumers"]["get"]>>;
 type PullRequest = Awaited<ReturnType<JobConsumer["fetch"]>>;

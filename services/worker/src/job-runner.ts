@@ -6,34 +6,25 @@
  * stream with `done` or an explicit `error` event.
  */
 import {
-  type Bus,
-  deleteRequest,
   type EventBody,
   EventSequencer,
   encodeEvent,
   errorEvent,
   eventsSubject,
-  type HealthBook,
   type Job,
-  type Logger,
-  loadRequest,
-  OutcomeKind,
   openAIFinishReason,
   ProviderWaiting,
   type Route,
-  type RoutingTable,
   RunnelError,
   type StoredRecord,
-  type StreamLog,
   StreamPhase,
-  type StreamRecords,
   signalSubject,
   splitDelta,
-  storeRequest,
-  streamLog,
   toRunnelError,
   type Usage,
-} from "@runnel/shared";
+} from "@runnel/shared/contracts";
+import { type HealthBook, OutcomeKind, type RoutingTable } from "@runnel/shared/domain";
+import { type Bus, deleteRequest, type Logger, loadRequest, type StreamLog, type StreamRecords, storeRequest, streamLog } from "@runnel/shared/runtime";
 import type { EventPublisher } from "./event-publisher.js";
 import type { ProviderAdapter } from "./providers/index.js";
 import { type OutcomeReport, type ResumePoint, RouteRunner } from "./route-runner.js";

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** Worker entry point: build from the runtime, start, drain on shutdown. */
-import { ControlPlaneLink, runService } from "@runnel/shared";
+import { ControlPlaneLink, runService } from "@runnel/shared/runtime";
 import { buildWorker } from "./app.js";
 import { observeJobs, observeWorkerLoad, WorkerInstruments } from "./telemetry.js";
 

@@ -23,19 +23,14 @@ import {
   type EventBody,
   type Failover,
   FailoverMode,
-  type HealthBook,
   type Job,
-  type ModelSpec,
-  OutcomeKind,
-  type ProviderSpec,
   type Route,
-  type RouteSpec,
-  type RoutingTable,
   RunnelError,
-  type StreamLog,
   toRunnelError,
   type Usage,
-} from "@runnel/shared";
+} from "@runnel/shared/contracts";
+import { type HealthBook, type ModelSpec, OutcomeKind, type ProviderSpec, type RouteSpec, type RoutingTable } from "@runnel/shared/domain";
+import type { StreamLog } from "@runnel/shared/runtime";
 import type { EventBatch, ProviderAdapter } from "./providers/index.js";
 import type { AttemptInfo, StreamObserver } from "./stream-observer.js";
 

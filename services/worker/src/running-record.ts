@@ -5,7 +5,8 @@
  * a cancel it missed or of a takeover; the provider serving it, as soon as
  * it has one; and how it ended. Every write is chained, off the token path.
  */
-import { type StoredRecord, type StreamLog, StreamPhase, type StreamRecords } from "@runnel/shared";
+import { type StoredRecord, StreamPhase } from "@runnel/shared/contracts";
+import type { StreamLog, StreamRecords } from "@runnel/shared/runtime";
 
 export class RunningRecord {
   #record: StoredRecord;

@@ -3,7 +3,7 @@
  * between the job runner (which knows what happens) and telemetry (spans,
  * span events, metrics), so the runner stays free of OpenTelemetry.
  */
-import type { Failover, Job, Route, Usage } from "@runnel/shared";
+import type { Failover, Job, Route, Usage } from "@runnel/shared/contracts";
 
 /** How a job ended, as the runner reports it. */
 export type StreamEnd = "done" | "failed" | "cancelled" | "skipped" | "handed-off";

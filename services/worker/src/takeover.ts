@@ -3,23 +3,9 @@
  * stream-fold.ts (@runnel/shared), which say what the log holds and what the
  * takeover announces.
  */
-import {
-  type Bus,
-  EventLog,
-  EventSequencer,
-  encodeEvent,
-  eventsSubject,
-  FailoverMode,
-  isWrongLastSequence,
-  type Job,
-  planTakeover,
-  RunnelError,
-  type StoredRecord,
-  StreamFold,
-  type StreamLog,
-  StreamPhase,
-  type StreamSoFar,
-} from "@runnel/shared";
+import { EventSequencer, encodeEvent, eventsSubject, FailoverMode, type Job, RunnelError, type StoredRecord, StreamPhase } from "@runnel/shared/contracts";
+import { planTakeover, StreamFold, type StreamSoFar } from "@runnel/shared/domain";
+import { type Bus, EventLog, isWrongLastSequence, type StreamLog } from "@runnel/shared/runtime";
 import type { JobContext } from "./job-runner.js";
 import type { ResumePoint } from "./route-runner.js";
 

@@ -22,7 +22,8 @@
  * time per output token of a stream).
  */
 import { type Attributes, context, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { Buckets, type Failover, FailoverMode, type Job, type Meter, type Route, RunnelAttributes, traceContextMap, tracer, type Usage } from "@runnel/shared";
+import { type Failover, FailoverMode, type Job, type Route, type Usage } from "@runnel/shared/contracts";
+import { Buckets, type Meter, RunnelAttributes, traceContextMap, tracer } from "@runnel/shared/runtime";
 import type { AttemptInfo, ObserveJob, StreamEnd, StreamObserver } from "./stream-observer.js";
 
 /** `gen_ai.provider.name` of a provider type (the telemetry flavour its wire format is). */

@@ -9,7 +9,7 @@
  * disabled inspector answers 404, as if it were not there; `status` says why.
  */
 import { CONSOLE_API, type FeedHello, type InspectorStatus, type StreamDetail, type StreamRow, type StreamTrace, type TimelineEntry } from "@runnel/console";
-import { isValidStreamId, RunnelError } from "@runnel/shared";
+import { isValidStreamId, RunnelError } from "@runnel/shared/contracts";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Auth } from "../auth.js";
 import { ConsoleBoard } from "../console-board.js";

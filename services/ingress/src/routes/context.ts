@@ -1,4 +1,6 @@
-import type { Logger, RoutingTable, RunnelConfig } from "@runnel/shared";
+import type { RunnelConfig } from "@runnel/shared/contracts";
+import type { RoutingTable } from "@runnel/shared/domain";
+import type { Logger } from "@runnel/shared/runtime";
 import type { Auth } from "../auth.js";
 import type { ErrorShape } from "../http-errors.js";
 import type { OpenStream } from "../stream-writer.js";

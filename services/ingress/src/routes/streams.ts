@@ -4,7 +4,8 @@
  * or cancelled with its resume token (header or `?token=`) or with the API
  * key that opened it.
  */
-import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase, withLivePosition } from "@runnel/shared";
+import { isValidStreamId, RunnelError, type StoredRecord, type StreamEvent, StreamPhase } from "@runnel/shared/contracts";
+import { withLivePosition } from "@runnel/shared/runtime";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { encodeChunk, endUsageChunk, followRoute, openAIWire, resumedChunkContext } from "../openai-encoder.js";

@@ -13,7 +13,7 @@
  */
 import { type IncomingMessage, STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import { RunnelError } from "@runnel/shared";
+import { RunnelError } from "@runnel/shared/contracts";
 import type { FastifyInstance } from "fastify";
 import { WebSocketServer } from "ws";
 import { httpError, openAIErrors } from "../http-errors.js";

@@ -6,7 +6,7 @@
  * message_delta, message_stop, ping, error) are validated one by one and
  * mapped onto the vocabulary.
  */
-import { type ChatMessage, type ChatRequest, type ContentPart, FinishReason, RunnelError } from "@runnel/shared";
+import { type ChatMessage, type ChatRequest, type ContentPart, FinishReason, RunnelError } from "@runnel/shared/contracts";
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { type ErrorDetail, ProviderError, refineBadRequest, safeJson } from "./http.js";

@@ -7,7 +7,7 @@
  * with the body, after a candidate carried a finish reason.
  */
 import { randomBytes } from "node:crypto";
-import { type ChatRequest, type ContentPart, type ErrorCode, FinishReason, RunnelError } from "@runnel/shared";
+import { type ChatRequest, type ContentPart, type ErrorCode, FinishReason, RunnelError } from "@runnel/shared/contracts";
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { type ErrorDetail, ProviderError, refineBadRequest, safeJson } from "./http.js";

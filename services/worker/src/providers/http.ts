@@ -3,7 +3,7 @@
  * (keep-alive, a pool limit, a connect timeout), error classification of
  * non-2xx answers, and a watchdog for time to first token and idle gaps.
  */
-import { type controlPlane, ERRORS, type ErrorCode, RunnelError } from "@runnel/shared";
+import { type controlPlane, ERRORS, type ErrorCode, RunnelError } from "@runnel/shared/contracts";
 import { Agent, errors as undiciErrors } from "undici";
 
 /** Agents by provider, rebuilt when the provider's connection settings change. */

@@ -1,4 +1,4 @@
-import { type controlPlane, RunnelError } from "@runnel/shared";
+import { type controlPlane, RunnelError } from "@runnel/shared/contracts";
 import { createAnthropicAdapter } from "./anthropic.js";
 import { createGeminiAdapter } from "./gemini.js";
 import type { AgentPool } from "./http.js";

@@ -9,7 +9,7 @@
  * `response.incomplete`, `response.failed`, `error`). docs/responses-api.md
  * has the wire shapes; docs/providers.md the mapping.
  */
-import { type ChatMessage, type ChatRequest, type ContentPart, type ErrorCode, FinishReason, type Usage } from "@runnel/shared";
+import { type ChatMessage, type ChatRequest, type ContentPart, type ErrorCode, FinishReason, type Usage } from "@runnel/shared/contracts";
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { ProviderError, refineBadRequest, safeJson } from "./http.js";

@@ -4,7 +4,7 @@
  * mock provider). Upstream SSE is read with eventsource-parser and every
  * chunk is validated with a schema before it is mapped.
  */
-import { type ChatRequest, FinishReason, finishReasonFromOpenAI } from "@runnel/shared";
+import { type ChatRequest, FinishReason, finishReasonFromOpenAI } from "@runnel/shared/contracts";
 import type { EventSourceMessage } from "eventsource-parser";
 import { z } from "zod";
 import { ProviderError, safeJson } from "./http.js";

@@ -18,7 +18,7 @@
  * status for a failure before the first token.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { type controlPlane, type EventBody, RunnelError } from "@runnel/shared";
+import { type controlPlane, type EventBody, RunnelError } from "@runnel/shared/contracts";
 import { ProviderError } from "./http.js";
 import type { EventBatch, ProviderAdapter, StreamCall } from "./types.js";
 

@@ -5,7 +5,7 @@
  * the headers, the body, the error answer, and the mapping of each event)
  * comes in as an `SseExchange` with a fresh `StreamDecoder` per stream.
  */
-import { type ContentPart, type EventBody, FinishReason, RunnelError, type Usage } from "@runnel/shared";
+import { type ContentPart, type EventBody, FinishReason, RunnelError, type Usage } from "@runnel/shared/contracts";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { request as httpRequest } from "undici";
 import { type AgentPool, type ErrorDetail, errorFromStatus, errorFromTransport, ProviderError, readBounded, redactKey, Watchdog } from "./http.js";

@@ -12,7 +12,7 @@
  * AbortSignal (cancel, shutdown, a timeout, a lost hedge) ends the request at
  * once and the iteration with the signal's reason.
  */
-import type { ChatRequest, controlPlane, EventBody } from "@runnel/shared";
+import type { ChatRequest, controlPlane, EventBody } from "@runnel/shared/contracts";
 
 /** The events of one read of the provider's answer, in order (never empty). */
 export type EventBatch = readonly EventBody[];
