@@ -72,7 +72,8 @@ test("subjects are spelled in packages/shared/src/subjects.ts only", () => {
       else if (path.endsWith(".ts") && !path.endsWith(".test.ts") && !path.endsWith("subjects.ts")) {
         const text = readFileSync(path, "utf8");
         // A subject in a string literal or a template (comments name subjects in backticks, attributes are runnel.stream.id and the like).
-        const subject = /"(runnel\.(?:jobs|ctl|health|console|usage)\.[^"]*|runnel\.stream\.[^"]*\.(?:events|signal|\*))"|'(runnel\.(?:jobs|ctl|health|console|usage)\.[^']*)'|`(runnel\.(?:stream|jobs|ctl|health|console|usage)\.[^`]*\$\{[^`]*)`/g;
+        const subject =
+          /"(runnel\.(?:jobs|ctl|health|console|usage)\.[^"]*|runnel\.stream\.[^"]*\.(?:events|signal|\*))"|'(runnel\.(?:jobs|ctl|health|console|usage)\.[^']*)'|`(runnel\.(?:stream|jobs|ctl|health|console|usage)\.[^`]*\$\{[^`]*)`/g;
         for (const match of text.matchAll(subject)) {
           offenders.push(`${relative(REPO_ROOT, path)}: ${match[1] ?? match[2] ?? match[3]}`);
         }
