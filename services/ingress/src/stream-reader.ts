@@ -10,6 +10,7 @@
  */
 
 import { type ErrorCode, errorEvent, isTerminal, RunnelError, type StreamEvent } from "@runnel/shared/contracts";
+import { EpochFence } from "@runnel/shared/domain";
 import type { EventLog, LogBatch, LogCursor } from "@runnel/shared/runtime";
 import type { LiveListener, StreamHub } from "./stream-hub.js";
 
@@ -51,8 +52,8 @@ export class StreamReader implements LiveListener {
   #ended = false;
   #buffer: StreamEvent[] = [];
   #maxSeen = 0;
-  /** The highest ownership epoch delivered: events of a lower one come from a fenced-off worker. */
-  #epoch = 0;
+  /** The ownership fence (stream-fold.ts): events of a lower epoch than any read come from a fenced-off worker. */
+  readonly #fence = new EpochFence();
   #activity = 0;
   #replaying = false;
   /** Runs once, after the first worker event went to the client (time to first byte). */
@@ -152,10 +153,10 @@ export class StreamReader implements LiveListener {
   onLive(event: StreamEvent): void {
     if (this.#ended) return;
     // A worker that lost the stream to a takeover, writing late: fenced off.
-    if (event.epoch < this.#epoch) return;
+    if (this.#fence.fenced(event)) return;
     this.#activity += 1;
     if (event.seq > this.#maxSeen) this.#maxSeen = event.seq;
-    if (event.epoch > this.#epoch) {
+    if (this.#fence.newer(event)) {
       // A takeover. Its fencing event was written with an expected last
       // sequence, but a rejected one still reaches live subscribers: only the
       // log says where the new owner's events begin, so read it from there.
@@ -181,7 +182,7 @@ export class StreamReader implements LiveListener {
 
   #deliver(event: StreamEvent): void {
     if (event.seq > 0) this.#next = event.seq + 1;
-    if (event.epoch > this.#epoch) this.#epoch = event.epoch;
+    this.#fence.raise(event.epoch);
     this.#activity += 1;
     const terminal = isTerminal(event);
     if (terminal) this.close();
@@ -263,17 +264,17 @@ export class StreamReader implements LiveListener {
         this.fail("RUNNEL_ERR_EVENTS_EXPIRED", `events after seq ${this.#next - 1} are no longer retained (the log starts at ${batch.firstSeq})`);
         return;
       }
-      if (batch.skippedEpoch > this.#epoch) this.#epoch = batch.skippedEpoch;
+      this.#fence.raise(batch.skippedEpoch);
       for (const event of batch.skippedRoute) this.#options.onSkippedRoute?.(event);
       for (const [index, event] of batch.events.entries()) {
         if (this.#ended || this.#paused) return;
-        if (event.epoch < this.#epoch) {
+        if (this.#fence.fenced(event)) {
           // Written after a takeover's fence by the worker that lost the stream: not part of it.
           this.#lastStreamSeq = batch.streamSeqs[index] ?? this.#lastStreamSeq;
           continue;
         }
         // In log order even an event already delivered (a resume point past it) raises the epoch.
-        this.#epoch = event.epoch;
+        this.#fence.raise(event.epoch);
         if (event.seq < this.#next) continue;
         if (event.seq > this.#next) {
           // The log is written in order by one publisher: a hole in it will never fill.
